@@ -1,0 +1,108 @@
+"""Connections between a local instance and a remote one, their invitations and replay protection."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from exalate_node.fields import EncryptedTextField
+from instances.models import Instance
+
+
+class Connection(models.Model):
+    """One side of a sync link between a local instance and a remote instance; it owns this side's rules.
+
+    A node-to-node connection has one row on each node, joined by ``peer_uid``. A *local* connection (both
+    instances on this node) has two rows here, one per side, linked by ``peer``; messages between them are
+    delivered in-process instead of over HTTP.
+    """
+
+    class Type(models.TextChoices):
+        SCRIPT = "script", "Script"
+        BASIC = "basic", "Basic"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACTIVE = "active", "Active"
+        DEACTIVATED = "deactivated", "Deactivated"
+        ERROR = "error", "Error"
+
+    class Side(models.TextChoices):
+        LOCAL = "local", "This node"
+        REMOTE = "remote", "The other node"
+
+    uid = models.UUIDField("connection id", default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    type = models.CharField(max_length=10, choices=Type.choices, default=Type.SCRIPT)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
+    local_instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="connections")
+    remote_instance = models.ForeignKey(
+        Instance, on_delete=models.PROTECT, null=True, blank=True, related_name="remote_connections"
+    )
+    initiated_by = models.CharField(max_length=10, choices=Side.choices, default=Side.LOCAL)
+    peer = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="The other side of a local connection.",
+    )
+    peer_uid = models.UUIDField("peer connection id", null=True, blank=True)
+    remote_node_url = models.URLField(max_length=500, blank=True)
+    private_mode = models.BooleanField(default=False, help_text="Poll the peer instead of being called.")
+    key = EncryptedTextField(blank=True, default="", help_text="Connection key (hex), encrypted at rest.")
+    status_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_local(self) -> bool:
+        return self.peer_id is not None
+
+    @property
+    def accepts_messages(self) -> bool:
+        return self.status in (self.Status.ACTIVE, self.Status.DEACTIVATED, self.Status.ERROR)
+
+
+class Invitation(models.Model):
+    """An invitation code issued for a pending connection: single-use, expiring, revocable.
+
+    Only a hash of the shared secret is kept readable; the secret itself is encrypted at rest.
+    """
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="invitations")
+    invitation_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    secret = EncryptedTextField(help_text="Shared secret (hex), encrypted at rest.")
+    fingerprint = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Invitation {self.fingerprint or self.invitation_id} for {self.connection}"
+
+
+class SeenNonce(models.Model):
+    """A nonce of a signed node request, kept while its timestamp could still be accepted (replay guard)."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    nonce = models.CharField(max_length=64)
+    seen_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["connection", "nonce"], name="nonce_once")]
+
+    def __str__(self) -> str:
+        return self.nonce

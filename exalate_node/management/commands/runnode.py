@@ -1,0 +1,55 @@
+"""Run the web server and a django-q2 worker together; Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Start the web server and the sync worker (django-q2 qcluster) together. Ctrl-C stops both."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--addr", default=os.environ.get("NODE_ADDR", "127.0.0.1:8000"))
+        parser.add_argument("--no-worker", action="store_true", help="Only the web server.")
+
+    def handle(self, *args: Any, addr: str, no_worker: bool, **options: Any) -> None:
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        procs = {"web": subprocess.Popen([*manage, "runserver", addr, "--noreload"])}
+        if not no_worker:
+            procs["worker"] = subprocess.Popen([*manage, "qcluster"])
+        self.stdout.write(self.style.SUCCESS(f"exalate-node is starting at http://{addr}/ (Ctrl-C stops it)"))
+
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while not stopping:
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        self.stderr.write(f"The {name} process exited with code {proc.returncode}; stopping.")
+                        stopping = True
+                time.sleep(0.3)
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 10
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.stdout.write("exalate-node stopped.")

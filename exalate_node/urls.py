@@ -1,0 +1,18 @@
+"""URL root: admin UI, integration API (/api/v1/), node-to-node protocol (/node/v1/), health."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from exalate_node import views
+
+admin.site.site_header = "exalate-node"
+admin.site.site_title = "exalate-node admin"
+admin.site.index_title = "Sync node administration"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/auth/token/", views.ObtainToken.as_view(), name="api-token"),
+    path("api/v1/", include("instances.api.urls")),
+]

@@ -1,0 +1,117 @@
+"""Serializers for instances and the built-in tracker."""
+
+from __future__ import annotations
+
+import json
+
+from rest_framework import serializers
+
+from instances.models import Attachment, Comment, Instance, Issue, Project
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    """Credentials are write-only; responses only say whether some are stored."""
+
+    credentials = serializers.JSONField(write_only=True, required=False)
+    has_credentials = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Instance
+        fields = [
+            "id",
+            "uid",
+            "name",
+            "kind",
+            "tracker_type",
+            "url",
+            "tracker_version",
+            "node_url",
+            "settings",
+            "credentials",
+            "has_credentials",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["uid", "created_at", "updated_at"]
+
+    def get_has_credentials(self, obj: Instance) -> bool:
+        return bool(obj.credentials)
+
+    def validate_credentials(self, value: object) -> str:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError('Credentials must be a JSON object, e.g. {"token": "..."}.')
+        return json.dumps(value)
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "instance", "key", "name", "statuses", "priorities", "issue_types"]
+
+
+class CommentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Comment
+        fields = ["id", "body", "author", "internal", "created_at", "updated_at", "updated_by"]
+        read_only_fields = ["created_at", "updated_at", "updated_by"]
+        extra_kwargs = {"author": {"required": False}}
+
+
+class AttachmentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Attachment
+        fields = ["id", "filename", "mime_type", "size", "sha256", "created_at", "created_by"]
+        read_only_fields = fields
+
+
+class AttachmentUploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+
+
+class IssueSerializer(serializers.ModelSerializer):
+    project = serializers.SlugRelatedField(slug_field="key", queryset=Project.objects.all())
+    type = serializers.CharField(source="issue_type", required=False, max_length=50)
+    parent = serializers.SlugRelatedField(
+        slug_field="key", queryset=Issue.objects.all(), required=False, allow_null=True
+    )
+    comments = CommentSerializer(many=True, read_only=True)
+    attachments = AttachmentSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Issue
+        fields = [
+            "id",
+            "key",
+            "project",
+            "summary",
+            "description",
+            "status",
+            "priority",
+            "type",
+            "labels",
+            "assignee",
+            "reporter",
+            "due_date",
+            "parent",
+            "custom_fields",
+            "created_at",
+            "updated_at",
+            "updated_by",
+            "version",
+            "comments",
+            "attachments",
+        ]
+        read_only_fields = ["key", "created_at", "updated_at", "updated_by", "version"]
+        extra_kwargs = {"status": {"required": False}, "priority": {"required": False}}
+
+    def validate_labels(self, value: object) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(x, str) and len(x) <= 100 for x in value):
+            raise serializers.ValidationError(
+                "Labels must be a list of strings (each at most 100 characters)."
+            )
+        return value
+
+    def validate_custom_fields(self, value: object) -> dict:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Custom fields must be a JSON object of name → value.")
+        return value

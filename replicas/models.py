@@ -1,0 +1,171 @@
+"""Twins (entity links), sync events and sync errors: the rows the sync pipeline runs on.
+
+The database is the truth: every step of the pipeline is a row here, tasks only nudge.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Twin(models.Model):
+    """A local item paired with its remote item on one connection (Exalate's *entity link*).
+
+    ``local_replica`` is the hubIssue this side last sent (or recorded as sent after applying an incoming
+    change, so it does not echo); ``remote_replica`` is the hubIssue last received (``previous`` for the
+    next incoming run) and ``prev_remote_replica`` the one before it.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        IN_PROGRESS = "in_progress", "In progress"
+        WAITING = "waiting", "Waiting for remote"
+        SYNCHRONIZED = "synchronized", "Synchronized"
+        FAILED = "failed", "Failed"
+        PAUSED = "paused", "Paused"
+        UNEXALATED = "unexalated", "Unexalated"
+
+    connection = models.ForeignKey("connections.Connection", on_delete=models.CASCADE, related_name="twins")
+    local_id = models.CharField(max_length=200, blank=True, db_index=True)
+    local_key = models.CharField(max_length=200, blank=True, db_index=True)
+    local_url = models.URLField(max_length=500, blank=True)
+    remote_id = models.CharField(max_length=200, blank=True)
+    remote_key = models.CharField(max_length=200, blank=True)
+    remote_url = models.URLField(max_length=500, blank=True)
+    state = models.CharField(max_length=15, choices=State.choices, default=State.QUEUED, db_index=True)
+    local_replica = models.JSONField(null=True, blank=True)
+    remote_replica = models.JSONField(null=True, blank=True)
+    prev_remote_replica = models.JSONField(null=True, blank=True)
+    sent_seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the last event sent.")
+    applied_seq = models.PositiveIntegerField(
+        default=0, help_text="Sequence number of the last event applied."
+    )
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    unexalated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "local_id"], condition=~Q(local_id=""), name="twin_local_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["connection", "remote_id"], condition=~Q(remote_id=""), name="twin_remote_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.local_key or '?'} ⇄ {self.remote_key or '?'} on {self.connection}"
+
+
+class EntityLink(models.Model):
+    """Maps a comment or attachment of a twin's local item to its counterpart on the remote item."""
+
+    class Kind(models.TextChoices):
+        COMMENT = "comment", "Comment"
+        ATTACHMENT = "attachment", "Attachment"
+
+    twin = models.ForeignKey(Twin, on_delete=models.CASCADE, related_name="links")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    local_id = models.CharField(max_length=200)
+    remote_id = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["twin", "kind", "local_id"], name="link_local_unique"),
+            models.UniqueConstraint(fields=["twin", "kind", "remote_id"], name="link_remote_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.local_id} ⇄ {self.remote_id}"
+
+
+class SyncEvent(models.Model):
+    """One change moving: an outgoing event here produces exactly one incoming event on the peer, and the
+    two share ``trace_id`` so an admin can follow the change across nodes."""
+
+    class Direction(models.TextChoices):
+        OUTGOING = "out", "Outgoing"
+        INCOMING = "in", "Incoming"
+
+    class Kind(models.TextChoices):
+        UPDATE = "update", "Create or update"
+        UNEXALATE = "unexalate", "Stop syncing"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Queued"
+        PROCESSING = "processing", "In progress"
+        SENT = "sent", "Waiting for remote"
+        DONE = "done", "Done"
+        SKIPPED = "skipped", "No change"
+        FAILED = "failed", "Failed"
+
+    trace_id = models.UUIDField(default=uuid.uuid4, editable=False)
+    connection = models.ForeignKey("connections.Connection", on_delete=models.CASCADE, related_name="events")
+    twin = models.ForeignKey(Twin, on_delete=models.CASCADE, related_name="events", null=True, blank=True)
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.UPDATE)
+    seq = models.PositiveIntegerField(default=0, help_text="Per-twin sequence number (assigned when sent).")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    item_key = models.CharField(max_length=200, blank=True, db_index=True)
+    replica = models.JSONField(null=True, blank=True)
+    rules_version = models.ForeignKey(
+        "syncrules.RulesVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "direction", "trace_id"], name="event_trace_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["twin", "status", "id"], name="event_twin_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.get_direction_display()} {self.item_key} {self.trace_id}"
+
+
+class SyncError(models.Model):
+    """A problem an admin must see: it says what went wrong and can be resolved (and retried)."""
+
+    class Impact(models.TextChoices):
+        ENTITY = "entity", "Entity"
+        CONNECTION = "connection", "Connection"
+        NODE = "node", "Node"
+        TRIGGER = "trigger", "Trigger"
+
+    impact = models.CharField(max_length=12, choices=Impact.choices, db_index=True)
+    connection = models.ForeignKey(
+        "connections.Connection", on_delete=models.CASCADE, null=True, blank=True, related_name="errors"
+    )
+    twin = models.ForeignKey(Twin, on_delete=models.CASCADE, null=True, blank=True, related_name="errors")
+    event = models.ForeignKey(
+        SyncEvent, on_delete=models.CASCADE, null=True, blank=True, related_name="errors"
+    )
+    message = models.TextField()
+    details = models.TextField(blank=True, default="")
+    script_line = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"[{self.impact}] {self.message[:80]}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SyncrulesConfig(AppConfig):
+    name = "syncrules"
+    verbose_name = "Sync rules"

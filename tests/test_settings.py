@@ -1,0 +1,62 @@
+"""Settings read from the environment; production refuses to start without its secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _check(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DEBUG", "SECRET_KEY", "SECRETS_KEYS", "DATABASE_URL")
+    }
+    clean.update({"VAR_DIR": str(tmp_path), **env})
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_without_secret_key_is_a_clear_startup_error(tmp_path):
+    result = _check({"DEBUG": "false"}, tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set. In production (DEBUG=false)" in result.stderr
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_production_needs_the_at_rest_keys_too(tmp_path):
+    result = _check({"DEBUG": "false", "SECRET_KEY": "x" * 50}, tmp_path)
+    assert result.returncode != 0
+    assert "SECRETS_KEYS is not set" in result.stderr
+
+
+def test_development_generates_secrets_once_into_var(tmp_path):
+    assert _check({"DEBUG": "true"}, tmp_path).returncode == 0
+    first = (tmp_path / "secret_key").read_text()
+    assert _check({"DEBUG": "true"}, tmp_path).returncode == 0
+    assert (tmp_path / "secret_key").read_text() == first
+    assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_secrets_can_come_from_files(tmp_path):
+    (tmp_path / "sk").write_text("k" * 50)
+    (tmp_path / "ek").write_text("a-long-passphrase-for-the-at-rest-key")
+    result = _check(
+        {
+            "DEBUG": "false",
+            "SECRET_KEY_FILE": str(tmp_path / "sk"),
+            "SECRETS_KEYS_FILE": str(tmp_path / "ek"),
+        },
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
