@@ -1,0 +1,16 @@
+"""Settings for the test suite: a development node with its own var/ and pipeline tasks run inline.
+
+Service-backed runs still come from the environment (DATABASE_URL, REDIS_URL).
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("DEBUG", "true")
+os.environ.setdefault("TASKS_INLINE", "true")
+os.environ.setdefault("VAR_DIR", os.path.join(tempfile.gettempdir(), f"exalate-node-test-{os.getuid()}"))
+os.environ.setdefault("MEDIA_ROOT", os.path.join(os.environ["VAR_DIR"], "media"))
+
+from exalate_node.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
