@@ -14,7 +14,7 @@ def _check(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[s
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DEBUG", "SECRET_KEY", "SECRETS_KEYS", "DATABASE_URL")
+        if k not in ("DEBUG", "SECRET_KEY", "SECRETS_KEYS", "DATABASE_URL", "DJANGO_SETTINGS_MODULE")
     }
     clean.update({"VAR_DIR": str(tmp_path), **env})
     return subprocess.run(
