@@ -119,6 +119,8 @@ class SyncEvent(models.Model):
         "syncrules.RulesVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     attempts = models.PositiveIntegerField(default=0)
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Retry not before (backoff).")
+    delivered = models.BooleanField(default=False, help_text="Outgoing: the peer has stored it.")
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

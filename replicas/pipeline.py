@@ -1,7 +1,919 @@
-"""The sync pipeline (placeholder until the pipeline lands)."""
+"""The sync pipeline: outgoing and incoming sync events per twin, in order, exactly once in effect.
+
+Rules it keeps (see docs/architecture.md, "The pipeline"):
+
+* The database is the truth. A change records an outgoing ``SyncEvent`` in the same transaction
+  (``on_item_changed``); tasks only nudge ``process_twin(twin_id)``, which takes the twin's lease (a
+  conditional UPDATE, so two workers never work one twin) and drains its events oldest first.
+* Strict order per twin: a failed event blocks the later events of its twin only (an entity error);
+  incoming events apply in the sender's sequence order. Parallel across twins.
+* At-least-once delivery, exactly-once effect: incoming events are unique on (connection, trace id);
+  an item is created at most once (the twin records the local item in the same transaction on the built-in
+  tracker); comments and attachments are matched through ``EntityLink`` rows.
+* No echo: after applying an incoming replica the twin records the item's resulting outgoing replica as
+  already sent, and writes made under this connection's actor do not queue events for it.
+* Field-level merge with deterministic conflicts: when both sides changed the same field since their last
+  exchange, the edit with the later ``updated`` time wins on both sides (ties: the higher instance UID).
+"""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import logging
+import tempfile
+import time
+import traceback
+import uuid
+from contextlib import nullcontext
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from connections.models import Connection
+from exalate_node.tasks import enqueue
+from instances.connectors import ConnectorError, get_connector
+from replicas.models import EntityLink, SyncError, SyncEvent, Twin
+from replicas.schema import ReplicaInvalid, validate_replica, wrap
+from replicas.transport import transport_for
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+MAX_ATTEMPTS = 8
+# Fields of the item the incoming side writes through the connector (comments/attachments apart).
+ITEM_FIELDS = (
+    "summary",
+    "description",
+    "status",
+    "priority",
+    "type",
+    "labels",
+    "assignee",
+    "reporter",
+    "dueDate",
+    "customFields",
+)
+# Parts of a replica that change without the item changing in a way worth sending.
+VOLATILE = ("updated", "eventTriggerContext")
+Status = SyncEvent.Status
+Direction = SyncEvent.Direction
+
+
+def actor_for(connection: Connection) -> str:
+    """The name the node writes under for this connection, so its own writes are recognised."""
+    return f"exalate-node:{connection.uid}"
+
+
+# --- intake -------------------------------------------------------------------------------------------------
+
 
 def on_item_changed(*, instance_id: int, item_id: str, item_key: str, actor: str) -> None:
-    return None
+    """A local item changed: queue an outgoing event on each connection it is synced on (outbox).
+
+    Called inside the tracker's transaction. A write made by this node for connection C does not queue an
+    event for C (no echo), but does for the item's other connections.
+    """
+    twins = Twin.objects.filter(
+        connection__local_instance_id=instance_id, local_id=item_id, unexalated_at__isnull=True
+    ).select_related("connection")
+    for twin in twins:
+        if twin.connection.status == Connection.Status.PENDING or actor == actor_for(twin.connection):
+            continue
+        queue_outgoing(twin, item_key=item_key)
+
+
+def queue_outgoing(twin: Twin, *, item_key: str = "", kind: str = SyncEvent.Kind.UPDATE) -> SyncEvent:
+    event = SyncEvent.objects.create(
+        connection_id=twin.connection_id,
+        twin=twin,
+        direction=Direction.OUTGOING,
+        kind=kind,
+        item_key=item_key or twin.local_key,
+    )
+    Twin.objects.filter(pk=twin.pk, state__in=[Twin.State.SYNCHRONIZED, Twin.State.WAITING]).update(
+        state=Twin.State.QUEUED
+    )
+    nudge(twin.pk)
+    return event
+
+
+def nudge(twin_id: int) -> None:
+    enqueue("replicas.tasks.process_twin", twin_id, group=f"twin-{twin_id}")
+
+
+def receive(
+    *,
+    connection: Connection,
+    trace_id: str,
+    kind: str,
+    seq: int,
+    replica: dict[str, Any] | None,
+    remote_item_id: str,
+) -> tuple[SyncEvent, bool]:
+    """Store an incoming event idempotently (unique on connection + trace id) and nudge its twin.
+
+    Returns the event and whether it was new. The replica must already be validated by the caller.
+    """
+    existing = SyncEvent.objects.filter(
+        connection=connection, direction=Direction.INCOMING, trace_id=trace_id
+    ).first()
+    if existing is not None:
+        return existing, False
+    hub = (replica or {}).get("hubIssue") or {}
+    twin = Twin.objects.filter(connection=connection, remote_id=remote_item_id).first()
+    if twin is None:
+        twin = Twin.objects.create(
+            connection=connection,
+            remote_id=remote_item_id,
+            remote_key=hub.get("key") or "",
+            remote_url=(hub.get("url") or "")[:500],
+        )
+    try:
+        with transaction.atomic():
+            event = SyncEvent.objects.create(
+                connection=connection,
+                twin=twin,
+                direction=Direction.INCOMING,
+                kind=kind,
+                trace_id=trace_id,
+                seq=seq,
+                replica=replica,
+                item_key=hub.get("key") or "",
+            )
+    except IntegrityError:  # a concurrent delivery of the same message got there first
+        return SyncEvent.objects.get(
+            connection=connection, direction=Direction.INCOMING, trace_id=trace_id
+        ), False
+    nudge(twin.pk)
+    return event, True
+
+
+def ack_payload(event: SyncEvent, twin: Twin) -> dict[str, Any]:
+    """What the receiver tells the sender after applying ``event``: where the item lives here, and which
+    of our comments and attachments copy which of theirs (so the sender can match them too)."""
+    return {
+        "trace_id": str(event.trace_id),
+        "remote_item_id": twin.local_id,
+        "remote_key": twin.local_key,
+        "remote_url": twin.local_url,
+        "local_item_id": twin.remote_id,
+        "links": [
+            {"kind": kind, "local_id": local_id, "remote_id": remote_id}
+            for kind, local_id, remote_id in twin.links.values_list("kind", "local_id", "remote_id")
+        ],
+    }
+
+
+def acknowledge(
+    *,
+    connection: Connection,
+    trace_id: str,
+    remote_item_id: str,
+    remote_key: str,
+    remote_url: str,
+    local_item_id: str,
+    links: list[dict[str, str]] | None = None,
+) -> None:
+    """The peer applied our event: learn the remote item (and comment/attachment ids), mark the event done."""
+    now = timezone.now()
+    SyncEvent.objects.filter(connection=connection, direction=Direction.OUTGOING, trace_id=trace_id).update(
+        status=Status.DONE, processed_at=now, delivered=True
+    )
+    twin = Twin.objects.filter(connection=connection, local_id=local_item_id).first()
+    if twin is None:
+        return
+    twin.remote_id = twin.remote_id or remote_item_id
+    twin.remote_key = remote_key or twin.remote_key
+    twin.remote_url = (remote_url or twin.remote_url)[:500]
+    twin.last_synced_at = now
+    if twin.state in (Twin.State.WAITING, Twin.State.QUEUED, Twin.State.IN_PROGRESS):
+        pending = twin.events.filter(status__in=[Status.PENDING, Status.PROCESSING]).exists()
+        waiting = twin.events.filter(direction=Direction.OUTGOING, status=Status.SENT).exists()
+        twin.state = (
+            Twin.State.QUEUED if pending else Twin.State.WAITING if waiting else Twin.State.SYNCHRONIZED
+        )
+    twin.save(update_fields=["remote_id", "remote_key", "remote_url", "last_synced_at", "state"])
+    known = set(twin.links.values_list("kind", "local_id"))
+    for link in links or []:
+        # The peer's link (its id -> our id) is ours reversed.
+        kind, ours, theirs = link.get("kind"), str(link.get("remote_id")), str(link.get("local_id"))
+        if kind not in EntityLink.Kind.values or (kind, ours) in known:
+            continue
+        try:
+            with transaction.atomic():
+                EntityLink.objects.create(twin=twin, kind=kind, local_id=ours, remote_id=theirs)
+        except IntegrityError:
+            continue
+
+
+# --- the per-twin worker ------------------------------------------------------------------------------------
+
+
+def _acquire(twin_id: int) -> str | None:
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    taken = (
+        Twin.objects.filter(pk=twin_id)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_token=token, lease_until=now + LEASE)
+    )
+    return token if taken == 1 else None  # another worker holds it: it will drain the queue
+
+
+def _renew(twin_id: int, token: str) -> bool:
+    return Twin.objects.filter(pk=twin_id, lease_token=token).update(lease_until=timezone.now() + LEASE) == 1
+
+
+def _release(twin_id: int, token: str) -> None:
+    Twin.objects.filter(pk=twin_id, lease_token=token).update(lease_token="", lease_until=None)
+
+
+def _ready(twin_id: int) -> bool:
+    return SyncEvent.objects.filter(
+        Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()),
+        twin_id=twin_id,
+        status__in=[Status.PENDING, Status.PROCESSING],
+    ).exists()
+
+
+def process_twin(twin_id: int) -> None:
+    """Drain a twin's queue under its lease. Safe to call any number of times, from any worker."""
+    for _ in range(3):
+        token = _acquire(twin_id)
+        if token is None:
+            return
+        try:
+            _drain(twin_id, token)
+        finally:
+            _release(twin_id, token)
+        # A nudge that arrived while we held the lease was dropped: look once more.
+        if not _ready(twin_id) or not Twin.objects.filter(pk=twin_id).exists():
+            return
+
+
+def _drain(twin_id: int, token: str) -> None:
+    while True:
+        twin = (
+            Twin.objects.select_related("connection", "connection__local_instance").filter(pk=twin_id).first()
+        )
+        if twin is None:
+            return
+        conn = twin.connection
+        head = (
+            twin.events.filter(status__in=[Status.PENDING, Status.PROCESSING, Status.FAILED])
+            .order_by("id")
+            .first()
+        )
+        if head is None:
+            return
+        if head.status == Status.FAILED:
+            Twin.objects.filter(pk=twin.pk).update(state=Twin.State.FAILED)
+            return  # blocked until the error is resolved and retried
+        if conn.status != Connection.Status.ACTIVE:
+            Twin.objects.filter(pk=twin.pk).exclude(state=Twin.State.FAILED).update(state=Twin.State.PAUSED)
+            return  # deactivated means queued: activation nudges every twin
+        if head.not_before and head.not_before > timezone.now():
+            return  # backing off; the sweeper nudges it when due
+        if head.direction == Direction.INCOMING and head.kind == SyncEvent.Kind.UPDATE:
+            if head.seq and head.seq <= twin.applied_seq:
+                _finish(head, Status.SKIPPED, "Already applied (duplicate delivery).")
+                continue
+            if head.seq and head.seq != twin.applied_seq + 1:
+                return  # an earlier message has not arrived yet: keep order
+        if not _renew(twin.pk, token):
+            return
+        Twin.objects.filter(pk=twin.pk).exclude(state=Twin.State.FAILED).update(state=Twin.State.IN_PROGRESS)
+        try:
+            if head.direction == Direction.OUTGOING:
+                _process_outgoing(twin, head)
+            else:
+                _process_incoming(twin, head)
+        except Exception as exc:  # every failure becomes a row an admin can see and retry
+            if not _handle_failure(twin, head, exc):
+                return
+        _settle_state(twin.pk)
+
+
+def _settle_state(twin_id: int) -> None:
+    twin = Twin.objects.filter(pk=twin_id).only("state", "unexalated_at").first()
+    if twin is None or twin.state in (Twin.State.FAILED, Twin.State.UNEXALATED):
+        return
+    events = SyncEvent.objects.filter(twin_id=twin_id)
+    if events.filter(status=Status.FAILED).exists():
+        state = Twin.State.FAILED
+    elif events.filter(status__in=[Status.PENDING, Status.PROCESSING]).exists():
+        state = Twin.State.QUEUED
+    elif events.filter(direction=Direction.OUTGOING, status=Status.SENT).exists():
+        state = Twin.State.WAITING
+    else:
+        state = Twin.State.SYNCHRONIZED
+    Twin.objects.filter(pk=twin_id).exclude(state=Twin.State.UNEXALATED).update(state=state)
+
+
+def _finish(event: SyncEvent, status: str, note: str = "") -> None:
+    SyncEvent.objects.filter(pk=event.pk).update(
+        status=status, processed_at=timezone.now(), error=note, not_before=None
+    )
+
+
+# --- outgoing -----------------------------------------------------------------------------------------------
+
+
+def _strip(hub: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (hub or {}).items() if k not in VOLATILE}
+
+
+def build_outgoing(conn: Connection, item: dict[str, Any], rules: Any) -> tuple[dict[str, Any], Any]:
+    """Run the outgoing rules on a local item: the hubIssue to send and the engine's result."""
+    from syncrules import engine
+
+    result = engine.run_outgoing(rules.outgoing, issue=item, context=script_context(conn))
+    hub = dict(result.replica or {})
+    # The pipeline's own bookkeeping fields are not the script's to choose.
+    hub["id"] = item["id"]
+    hub.setdefault("key", item.get("key"))
+    hub.setdefault("url", item.get("url"))
+    hub.setdefault("updated", item.get("updated"))
+    return hub, result
+
+
+def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
+    from syncrules.services import rules_current
+
+    conn = twin.connection
+    # Claim the head and every later queued outgoing update: one read of the item covers them all
+    # (their changes committed before this read), so a burst of edits costs one message.
+    batch = list(
+        twin.events.filter(
+            direction=Direction.OUTGOING, kind=head.kind, status__in=[Status.PENDING, Status.PROCESSING]
+        ).values_list("id", flat=True)
+    )
+    if head.kind == SyncEvent.Kind.UPDATE:
+        next_in = twin.events.filter(direction=Direction.INCOMING, id__gt=head.id, status=Status.PENDING)
+        first_in = next_in.order_by("id").values_list("id", flat=True).first()
+        batch = [i for i in batch if first_in is None or i < first_in]
+    else:
+        batch = [head.id]
+    SyncEvent.objects.filter(pk__in=batch).update(status=Status.PROCESSING, attempts=head.attempts + 1)
+    transport = transport_for(conn)
+
+    if head.kind == SyncEvent.Kind.UNEXALATE:
+        with transaction.atomic():
+            twin.sent_seq += 1
+            Twin.objects.filter(pk=twin.pk).update(sent_seq=twin.sent_seq)
+            SyncEvent.objects.filter(pk=head.pk).update(status=Status.SENT, seq=twin.sent_seq)
+            head.refresh_from_db()
+            transport.send(head)
+        return
+
+    rules = rules_current(conn)
+    connector = get_connector(conn.local_instance, actor=actor_for(conn))
+    item = connector.get_item(twin.local_id)
+    hub, result = build_outgoing(conn, item, rules)
+    if not twin.remote_id and twin.remote_key:
+        # Connect: the receiver links this item to its existing one instead of creating an item.
+        hub["eventTriggerContext"] = {**(hub.get("eventTriggerContext") or {}), "connectTo": twin.remote_key}
+    payload = wrap(hub)
+    if twin.local_replica is not None:
+        # What the receiver needs to tell our changes from values it simply has not seen change: the
+        # previous value of every field that differs from what we last sent (or recorded as in sync).
+        sent = twin.local_replica
+        payload["baseline"] = {
+            k: sent.get(k) for k in set(hub) | set(sent) if k not in VOLATILE and hub.get(k) != sent.get(k)
+        }
+    payload = validate_replica(payload)
+    with transaction.atomic():
+        others = [i for i in batch if i != head.pk]
+        if others:
+            SyncEvent.objects.filter(pk__in=others).update(
+                status=Status.SKIPPED,
+                processed_at=timezone.now(),
+                error=f"Sent together with {head.trace_id}.",
+            )
+        twin = Twin.objects.select_for_update().get(pk=twin.pk)
+        if _strip(hub) == _strip(twin.local_replica) and not result.sync_back:
+            _finish(head, Status.SKIPPED, "Nothing to send: the replica did not change.")
+        else:
+            twin.sent_seq += 1
+            twin.local_replica = hub
+            twin.local_key = item.get("key") or twin.local_key
+            twin.local_url = (item.get("url") or twin.local_url)[:500]
+            twin.state = Twin.State.WAITING
+            twin.save(update_fields=["sent_seq", "local_replica", "local_key", "local_url", "state"])
+            SyncEvent.objects.filter(pk=head.pk).update(
+                status=Status.SENT, seq=twin.sent_seq, replica=payload, rules_version=rules, error=""
+            )
+            head.refresh_from_db()
+            transport.send(head)
+    if result.unexalate:
+        unexalate(twin=twin)
+
+
+# --- incoming -----------------------------------------------------------------------------------------------
+
+
+def _blank_item() -> dict[str, Any]:
+    return {"labels": [], "comments": [], "attachments": [], "customFields": {}}
+
+
+def _links(twin: Twin, kind: str) -> dict[str, str]:
+    """local id -> remote id"""
+    return dict(twin.links.filter(kind=kind).values_list("local_id", "remote_id"))
+
+
+def _annotate(item: dict[str, Any], twin: Twin) -> dict[str, Any]:
+    for kind, field in ((EntityLink.Kind.COMMENT, "comments"), (EntityLink.Kind.ATTACHMENT, "attachments")):
+        links = _links(twin, kind) if twin.pk else {}
+        for entry in item.get(field) or []:
+            if entry.get("id") in links:
+                entry["remoteId"] = links[entry["id"]]
+    return item
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def incoming_previous(payload: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """``previous`` for the incoming rules: the sender's state before this change. The sender's
+    ``baseline`` says exactly which fields it changed; a peer that sends none is compared with the replica
+    received last time."""
+    baseline = payload.get("baseline")
+    if isinstance(baseline, dict):
+        return {**payload["hubIssue"], **baseline}
+    return stored or {}
+
+
+def resolve_conflicts(
+    hub: dict[str, Any], previous: dict[str, Any], ours: dict[str, Any], *, local_wins_ties: bool
+) -> tuple[dict[str, Any], list[str]]:
+    """Settle fields both sides changed concurrently: the edit with the later ``updated`` time wins.
+
+    A conflict on field F: the sender changed F (its replica differs from its baseline) while our current
+    value differs from both that baseline and the sender's new value. When ours is later, F is marked
+    unchanged in ``previous`` so the incoming rules keep it; both nodes compare the same two timestamps,
+    so they agree on the winner.
+    """
+    remote_time, local_time = _parse_time(hub.get("updated")), _parse_time(ours.get("updated"))
+    if not previous or remote_time is None or local_time is None:
+        return previous, []
+    if remote_time > local_time or (remote_time == local_time and not local_wins_ties):
+        return previous, []
+    adjusted = dict(previous)
+    kept = []
+    for field in ITEM_FIELDS:
+        remote, before, mine = hub.get(field), previous.get(field), ours.get(field)
+        if remote != before and mine != before and mine != remote:
+            adjusted[field] = remote
+            kept.append(field)
+    return adjusted, kept
+
+
+def _process_incoming(twin: Twin, head: SyncEvent) -> None:
+    from syncrules import engine
+    from syncrules.services import rules_current
+
+    conn = twin.connection
+    SyncEvent.objects.filter(pk=head.pk).update(status=Status.PROCESSING, attempts=head.attempts + 1)
+    transport = transport_for(conn)
+    if head.kind == SyncEvent.Kind.UNEXALATE:
+        with transaction.atomic():
+            Twin.objects.filter(pk=twin.pk).update(
+                unexalated_at=timezone.now(),
+                state=Twin.State.UNEXALATED,
+                applied_seq=max(head.seq, twin.applied_seq),
+            )
+            _finish(head, Status.DONE)
+        return
+
+    payload = validate_replica(head.replica)
+    hub = payload["hubIssue"]
+    rules = rules_current(conn)
+    connector = get_connector(conn.local_instance, actor=actor_for(conn))
+    first_sync = not twin.local_id
+    connect_to = (hub.get("eventTriggerContext") or {}).get("connectTo")
+    if first_sync and connect_to:
+        ref = connector.find_item(str(connect_to))
+        if ref is not None:
+            twin.local_id, twin.local_key, twin.local_url = ref.id, ref.key, ref.url[:500]
+            first_sync = False
+    if first_sync:
+        before, previous, lost = _blank_item(), {}, []
+    else:
+        current = connector.get_item(twin.local_id)
+        ours, _ = build_outgoing(conn, current, rules)
+        before = _annotate(current, twin)
+        previous, lost = resolve_conflicts(
+            hub,
+            incoming_previous(payload, twin.remote_replica),
+            ours,
+            local_wins_ties=conn.local_instance.uid
+            > (conn.remote_instance.uid if conn.remote_instance else ""),
+        )
+    result = engine.run_incoming(
+        rules.incoming,
+        replica=hub,
+        issue=copy.deepcopy(before),
+        previous=previous,
+        first_sync=first_sync,
+        context=script_context(conn),
+    )
+    after = result.issue or {}
+
+    # On the built-in tracker every write shares one transaction with the twin's bookkeeping: all or nothing.
+    atomic = transaction.atomic() if conn.local_instance.tracker_type == "builtin" else nullcontext()
+    with atomic:
+        if first_sync:
+            fields = {
+                k: after.get(k) for k in (*ITEM_FIELDS, "project") if after.get(k) not in (None, "", [], {})
+            }
+            ref = connector.create_item(fields)
+            twin.local_id, twin.local_key, twin.local_url = ref.id, ref.key, ref.url[:500]
+            # Record the created item at once: a retry after a crash updates it instead of creating another.
+            Twin.objects.filter(pk=twin.pk).update(
+                local_id=ref.id, local_key=ref.key, local_url=twin.local_url
+            )
+            before = _annotate(connector.get_item(ref.id), twin)
+        else:
+            changes = {k: after.get(k) for k in ITEM_FIELDS if k in after and after.get(k) != before.get(k)}
+            if changes:
+                connector.update_item(twin.local_id, changes)
+        _apply_comments(connector, twin, before, after)
+        _apply_attachments(connector, twin, before, after, transport, remote_item_id=hub["id"])
+        with transaction.atomic():
+            twin.prev_remote_replica = twin.remote_replica
+            twin.remote_replica = hub
+            twin.remote_id = hub["id"]
+            twin.remote_key = hub.get("key") or twin.remote_key
+            twin.remote_url = (hub.get("url") or twin.remote_url or "")[:500]
+            twin.applied_seq = max(twin.applied_seq, head.seq)
+            twin.last_synced_at = timezone.now()
+            twin.unexalated_at = None
+            if not result.sync_back:
+                # No echo: what this item would send now is what the other side already has.
+                sent, _ = build_outgoing(conn, connector.get_item(twin.local_id), rules)
+                twin.local_replica = sent
+            twin.state = Twin.State.SYNCHRONIZED
+            twin.save()
+            note = f"Kept the local value of {', '.join(lost)} (edited later here)." if lost else ""
+            SyncEvent.objects.filter(pk=head.pk).update(
+                status=Status.DONE,
+                processed_at=timezone.now(),
+                rules_version=rules,
+                error=note,
+                not_before=None,
+            )
+            transport.ack(head, twin)
+    if result.sync_back:
+        queue_outgoing(twin)
+    if result.unexalate:
+        unexalate(twin=twin)
+
+
+def _apply_comments(connector: Any, twin: Twin, before: dict[str, Any], after: dict[str, Any]) -> None:
+    old = {c["id"]: c for c in before.get("comments") or [] if c.get("id")}
+    kept = set()
+    for comment in after.get("comments") or []:
+        cid = comment.get("id")
+        if cid and cid in old:
+            kept.add(cid)
+            if comment.get("body") != old[cid].get("body"):
+                connector.update_comment(twin.local_id, cid, body=comment.get("body") or "")
+            continue
+        remote_id = comment.get("remoteId")
+        if remote_id and twin.links.filter(kind=EntityLink.Kind.COMMENT, remote_id=remote_id).exists():
+            continue  # already created by an earlier (interrupted) run
+        new_id = connector.add_comment(
+            twin.local_id,
+            body=comment.get("body") or "",
+            internal=bool(comment.get("internal")),
+            author=((comment.get("author") or {}).get("email") or ""),
+        )
+        if remote_id:
+            with transaction.atomic():
+                EntityLink.objects.create(
+                    twin=twin, kind=EntityLink.Kind.COMMENT, local_id=new_id, remote_id=remote_id
+                )
+    for cid in set(old) - kept:
+        connector.delete_comment(twin.local_id, cid)
+        twin.links.filter(kind=EntityLink.Kind.COMMENT, local_id=cid).delete()
+
+
+def _apply_attachments(
+    connector: Any,
+    twin: Twin,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    transport: Any,
+    *,
+    remote_item_id: str,
+) -> None:
+    from django.conf import settings
+
+    old = {a["id"]: a for a in before.get("attachments") or [] if a.get("id")}
+    kept = set()
+    for att in after.get("attachments") or []:
+        aid = att.get("id")
+        if aid and aid in old:
+            kept.add(aid)
+            continue
+        remote_id = att.get("remoteId")
+        if not remote_id or twin.links.filter(kind=EntityLink.Kind.ATTACHMENT, remote_id=remote_id).exists():
+            continue
+        digest = hashlib.sha256()
+        size = 0
+        with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as buffer:
+            for chunk in transport.fetch_attachment(twin.connection, remote_item_id, remote_id):
+                size += len(chunk)
+                if size > settings.ATTACHMENT_MAX_BYTES:
+                    raise ConnectorError(
+                        f"Attachment '{att.get('filename')}' is larger than ATTACHMENT_MAX_BYTES "
+                        f"({settings.ATTACHMENT_MAX_BYTES} bytes) on this node. Raise the limit or remove "
+                        "the file.",
+                    )
+                digest.update(chunk)
+                buffer.write(chunk)
+            expected = att.get("sha256")
+            if expected and digest.hexdigest() != expected:
+                raise ConnectorError(
+                    f"Attachment '{att.get('filename')}' arrived corrupted (SHA-256 mismatch); it will be "
+                    "fetched again.",
+                    retryable=True,
+                )
+            buffer.seek(0)
+            new_id = connector.add_attachment(
+                twin.local_id,
+                filename=att.get("filename") or "attachment",
+                mime_type=att.get("mimeType") or "",
+                content=buffer,
+            )
+        with transaction.atomic():
+            EntityLink.objects.create(
+                twin=twin, kind=EntityLink.Kind.ATTACHMENT, local_id=new_id, remote_id=remote_id
+            )
+    for aid in set(old) - kept:
+        connector.delete_attachment(twin.local_id, aid)
+        twin.links.filter(kind=EntityLink.Kind.ATTACHMENT, local_id=aid).delete()
+
+
+# --- failures -----------------------------------------------------------------------------------------------
+
+
+def _handle_failure(twin: Twin, event: SyncEvent, exc: Exception) -> bool:
+    """Record a failure. Returns True when the twin may go on with its next event (never, today)."""
+    from syncrules.engine import ScriptError
+
+    conn = twin.connection
+    if isinstance(exc, ScriptError):
+        if exc.kind == "compile":
+            connection_error(conn, event, str(exc), line=exc.line)
+        else:
+            entity_error(twin, event, str(exc), line=exc.line)
+    elif isinstance(exc, ConnectorError) and exc.retryable:
+        retry_later(twin, event, exc.message)
+    elif isinstance(exc, ConnectorError):
+        entity_error(twin, event, exc.message)
+    elif isinstance(exc, ReplicaInvalid):
+        entity_error(twin, event, f"{exc} Check the outgoing rules of the sending side.")
+    else:
+        logger.exception("Sync event %s failed", event.trace_id)
+        entity_error(
+            twin,
+            event,
+            f"Unexpected error while processing this change: {type(exc).__name__}: {exc}. "
+            "Resolve and retry; if it fails again, report it with the details.",
+            details="".join(traceback.format_exception(exc))[-8000:],
+        )
+    return False
+
+
+def entity_error(
+    twin: Twin, event: SyncEvent, message: str, *, line: int | None = None, details: str = ""
+) -> None:
+    with transaction.atomic():
+        SyncEvent.objects.filter(pk=event.pk).update(status=Status.FAILED, error=message)
+        Twin.objects.filter(pk=twin.pk).update(state=Twin.State.FAILED)
+        SyncError.objects.create(
+            impact=SyncError.Impact.ENTITY,
+            connection=twin.connection,
+            twin=twin,
+            event=event,
+            message=message,
+            details=details,
+            script_line=line,
+        )
+
+
+def connection_error(
+    conn: Connection, event: SyncEvent | None, message: str, *, line: int | None = None
+) -> None:
+    """Hold the whole connection (bad rules, auth failure): events stay queued until resolved."""
+    with transaction.atomic():
+        if event is not None:
+            SyncEvent.objects.filter(pk=event.pk).update(status=Status.PENDING, error=message)
+        Connection.objects.filter(pk=conn.pk).update(status=Connection.Status.ERROR, status_message=message)
+        if not SyncError.objects.filter(
+            connection=conn, impact="connection", message=message, resolved_at=None
+        ).exists():
+            SyncError.objects.create(
+                impact=SyncError.Impact.CONNECTION,
+                connection=conn,
+                event=event,
+                message=message,
+                script_line=line,
+            )
+
+
+def retry_later(twin: Twin, event: SyncEvent, message: str) -> None:
+    attempts = SyncEvent.objects.get(pk=event.pk).attempts
+    if attempts >= MAX_ATTEMPTS:
+        entity_error(twin, event, f"{message} (gave up after {attempts} attempts)")
+        return
+    delay = min(300.0, 2.0**attempts) * (0.5 + 0.5 * (time.time() % 1))
+    SyncEvent.objects.filter(pk=event.pk).update(
+        status=Status.PENDING, error=message, not_before=timezone.now() + timedelta(seconds=delay)
+    )
+    Twin.objects.filter(pk=twin.pk).update(state=Twin.State.QUEUED)
+
+
+# --- context for the scripts --------------------------------------------------------------------------------
+
+_META_CACHE: dict[int, tuple[float, dict[str, Any]]] = {}
+
+
+class _ScriptServices:
+    """What sync_helper can ask about this connection's twins."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def is_under_sync(self, key: str) -> bool:
+        return Twin.objects.filter(connection=self.conn, local_key=key, unexalated_at__isnull=True).exists()
+
+    def local_key_for_remote(self, remote_id: str) -> str | None:
+        return (
+            Twin.objects.filter(connection=self.conn, remote_id=remote_id)
+            .values_list("local_key", flat=True)
+            .first()
+        )
+
+    def remote_url(self, remote_key: str) -> str | None:
+        return (
+            Twin.objects.filter(connection=self.conn, remote_key=remote_key)
+            .values_list("remote_url", flat=True)
+            .first()
+        )
+
+
+def _instance_info(instance: Any) -> dict[str, str]:
+    if instance is None:
+        return {}
+    return {
+        "name": instance.name,
+        "tracker_type": instance.tracker_type,
+        "url": instance.url,
+        "uid": instance.uid,
+    }
+
+
+def script_context(conn: Connection) -> dict[str, Any]:
+    cached = _META_CACHE.get(conn.local_instance_id)
+    if cached is None or cached[0] < time.monotonic():
+        meta = get_connector(conn.local_instance).metadata()
+        cached = (time.monotonic() + 30, meta)
+        _META_CACHE[conn.local_instance_id] = cached
+    return {
+        "connection": {
+            "name": conn.name,
+            "local_instance": _instance_info(conn.local_instance),
+            "remote_instance": _instance_info(conn.remote_instance),
+        },
+        **cached[1],
+        "services": _ScriptServices(conn),
+    }
+
+
+# --- operations ---------------------------------------------------------------------------------------------
+
+
+class OperationError(ValueError):
+    """An operation an admin asked for cannot be done; the message says why and what to do."""
+
+
+def exalate(*, connection: Connection, key: str) -> Twin:
+    """Start syncing a local item on a connection (or send its current state again)."""
+    if connection.status not in (Connection.Status.ACTIVE, Connection.Status.DEACTIVATED):
+        raise OperationError(f"Connection '{connection.name}' is {connection.status}; activate it first.")
+    ref = get_connector(connection.local_instance).find_item(key)
+    if ref is None:
+        raise OperationError(f"There is no item '{key}' in {connection.local_instance.name}.")
+    with transaction.atomic():
+        twin, _created = Twin.objects.get_or_create(
+            connection=connection,
+            local_id=ref.id,
+            defaults={"local_key": ref.key, "local_url": ref.url[:500]},
+        )
+        if twin.unexalated_at:
+            Twin.objects.filter(pk=twin.pk).update(
+                unexalated_at=None, state=Twin.State.QUEUED, local_replica=None
+            )
+            twin.refresh_from_db()
+        queue_outgoing(twin, item_key=ref.key)
+    return twin
+
+
+def unexalate(*, twin: Twin) -> None:
+    """Stop syncing an item on this connection; both items stay. The other side is told to stop too."""
+    with transaction.atomic():
+        updated = Twin.objects.filter(pk=twin.pk, unexalated_at__isnull=True).update(
+            unexalated_at=timezone.now(), state=Twin.State.UNEXALATED
+        )
+        if updated:
+            SyncEvent.objects.filter(twin=twin, direction=Direction.OUTGOING, status=Status.PENDING).update(
+                status=Status.SKIPPED, error="Item unexalated."
+            )
+            queue_outgoing(twin, kind=SyncEvent.Kind.UNEXALATE)
+
+
+def connect(*, connection: Connection, local_key: str, remote_key: str) -> Twin:
+    """Link two items that already exist on both sides; the local side's state is sent to the remote one."""
+    ref = get_connector(connection.local_instance).find_item(local_key)
+    if ref is None:
+        raise OperationError(f"There is no item '{local_key}' in {connection.local_instance.name}.")
+    with transaction.atomic():
+        twin, created = Twin.objects.get_or_create(
+            connection=connection,
+            local_id=ref.id,
+            defaults={"local_key": ref.key, "local_url": ref.url[:500], "remote_key": remote_key},
+        )
+        if not created and twin.remote_id:
+            raise OperationError(
+                f"{ref.key} is already synced with {twin.remote_key} on '{connection.name}'."
+            )
+        Twin.objects.filter(pk=twin.pk).update(remote_key=remote_key, unexalated_at=None)
+        queue_outgoing(twin, item_key=ref.key)
+    return twin
+
+
+def error_resolve(*, error: SyncError, retry: bool) -> None:
+    """Mark an error resolved; with ``retry`` the blocked event (or held connection) goes again."""
+    with transaction.atomic():
+        SyncError.objects.filter(pk=error.pk, resolved_at__isnull=True).update(resolved_at=timezone.now())
+        if not retry:
+            if error.event_id and error.impact == SyncError.Impact.ENTITY:
+                SyncEvent.objects.filter(pk=error.event_id, status=Status.FAILED).update(
+                    status=Status.SKIPPED, error="Skipped: error resolved without retry."
+                )
+                if error.twin_id:
+                    nudge(error.twin_id)
+            return
+        if error.impact == SyncError.Impact.CONNECTION and error.connection_id:
+            Connection.objects.filter(pk=error.connection_id, status=Connection.Status.ERROR).update(
+                status=Connection.Status.ACTIVE, status_message=""
+            )
+            for twin_id in pending_twins(error.connection_id):
+                nudge(twin_id)
+        if error.event_id:
+            SyncEvent.objects.filter(pk=error.event_id, status=Status.FAILED).update(
+                status=Status.PENDING, attempts=0, not_before=None
+            )
+        if error.twin_id:
+            Twin.objects.filter(pk=error.twin_id, state=Twin.State.FAILED).update(state=Twin.State.QUEUED)
+            nudge(error.twin_id)
+
+
+def pending_twins(connection_id: int) -> list[int]:
+    return list(
+        SyncEvent.objects.filter(connection_id=connection_id, status__in=[Status.PENDING, Status.PROCESSING])
+        .values_list("twin_id", flat=True)
+        .distinct()
+    )
+
+
+def sweep(*, older_than: timedelta = timedelta(seconds=20)) -> int:
+    """Re-nudge twins whose work was lost (crashed worker, lost task) or whose backoff is over."""
+    now = timezone.now()
+    stale = (
+        SyncEvent.objects.filter(
+            status__in=[Status.PENDING, Status.PROCESSING],
+            connection__status=Connection.Status.ACTIVE,
+        )
+        .filter(Q(updated_at__lt=now - older_than) | Q(not_before__lte=now))
+        .exclude(twin__lease_until__gt=now)
+        .values_list("twin_id", flat=True)
+        .distinct()
+    )
+    twin_ids = [t for t in stale if t]
+    for twin_id in twin_ids:
+        nudge(twin_id)
+    return len(twin_ids)

@@ -1,0 +1,66 @@
+"""Reads for the Entity Sync Status page, the API and the management commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from instances.connectors import get_connector
+from instances.models import Instance
+from replicas.models import SyncError, SyncEvent, Twin
+
+
+def twins_for_item(*, instance: Instance, key: str) -> QuerySet[Twin]:
+    """Every twin of a local item, found by its key (or its remote key on this instance's connections)."""
+    ref = get_connector(instance).find_item(key) if instance.is_local else None
+    qs = Twin.objects.filter(connection__local_instance=instance).select_related(
+        "connection", "connection__remote_instance"
+    )
+    return qs.filter(local_id=ref.id) if ref else qs.filter(local_key=key)
+
+
+def sync_status(*, instance: Instance, key: str, events: int = 50) -> dict[str, Any]:
+    """Entity Sync Status: for each connection the item is synced on, the twin's state, the remote item,
+    the local and remote replica (and the one before), the event timeline and open errors."""
+    result: dict[str, Any] = {"instance": instance.name, "key": key, "twins": []}
+    for twin in twins_for_item(instance=instance, key=key):
+        timeline = SyncEvent.objects.filter(twin=twin).order_by("-id")[:events]
+        result["twins"].append(
+            {
+                "id": twin.pk,
+                "connection": {"id": twin.connection_id, "name": twin.connection.name},
+                "state": twin.state,
+                "local": {"id": twin.local_id, "key": twin.local_key, "url": twin.local_url},
+                "remote": {"id": twin.remote_id, "key": twin.remote_key, "url": twin.remote_url},
+                "last_synced_at": twin.last_synced_at,
+                "local_replica": twin.local_replica,
+                "remote_replica": twin.remote_replica,
+                "previous_remote_replica": twin.prev_remote_replica,
+                "events": [
+                    {
+                        "trace_id": str(e.trace_id),
+                        "direction": e.direction,
+                        "kind": e.kind,
+                        "status": e.status,
+                        "seq": e.seq,
+                        "attempts": e.attempts,
+                        "error": e.error,
+                        "created_at": e.created_at,
+                        "processed_at": e.processed_at,
+                        "rules_version": e.rules_version_id,
+                    }
+                    for e in timeline
+                ],
+                "errors": [
+                    {
+                        "id": err.pk,
+                        "message": err.message,
+                        "line": err.script_line,
+                        "created_at": err.created_at,
+                    }
+                    for err in SyncError.objects.filter(twin=twin, resolved_at__isnull=True)
+                ],
+            }
+        )
+    return result
