@@ -14,7 +14,7 @@ class InstanceForm(forms.ModelForm):
     credentials = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="The tracker's credentials as JSON, stored encrypted. Leave empty to keep the current ones.",
+        help_text="Tracker credentials as JSON, stored encrypted. Leave empty to keep the current ones.",
     )
 
     class Meta:
