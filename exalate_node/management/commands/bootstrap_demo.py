@@ -22,6 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true")
 
     def handle(self, *args: Any, username: str, no_demo: bool, **options: Any) -> None:
+        from replicas.schedules import ensure_schedules
+
+        ensure_schedules()
         password = self._admin(username)
         if not no_demo:
             self._demo()
@@ -71,6 +74,12 @@ class Command(BaseCommand):
             labels=["customer", "login"],
             reporter="anna@example.com",
         )
+        from connections.services import connection_create_local
+        from replicas.pipeline import exalate
+
+        side_a, _ = connection_create_local(name="Support ⇄ Engineering", instance_a=support, instance_b=engineering)
+        exalate(connection=side_a, key="SUP-1")
         self.stdout.write(
-            "Demo created: built-in tracker instances 'Support desk' (SUP) and 'Engineering' (ENG)."
+            "Demo created: built-in tracker instances 'Support desk' (SUP) and 'Engineering' (ENG), joined by "
+            "the local connection 'Support ⇄ Engineering'; SUP-1 is synced to ENG."
         )

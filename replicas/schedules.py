@@ -1,0 +1,24 @@
+"""Periodic work registered with django-q2's scheduler."""
+
+from __future__ import annotations
+
+SCHEDULES = [
+    # Re-nudge work whose task was lost (crash, restart) and events whose backoff is over.
+    {"name": "pipeline sweeper", "func": "replicas.tasks.sweep", "minutes": 1},
+]
+
+
+def ensure_schedules() -> None:
+    """Create or update the node's schedules (idempotent)."""
+    from django_q.models import Schedule
+
+    for entry in SCHEDULES:
+        Schedule.objects.update_or_create(
+            name=entry["name"],
+            defaults={
+                "func": entry["func"],
+                "schedule_type": Schedule.MINUTES,
+                "minutes": entry["minutes"],
+                "repeats": -1,
+            },
+        )
