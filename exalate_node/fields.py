@@ -7,6 +7,10 @@ from typing import Any
 from django.db import models
 
 
+class AlreadyEncrypted(str):
+    """A value that is already a token (key rotation writes these): stored as it is."""
+
+
 class EncryptedTextField(models.TextField):
     """A text field stored encrypted at rest (Fernet, keys from ``SECRETS_KEYS``, rotatable).
 
@@ -23,6 +27,8 @@ class EncryptedTextField(models.TextField):
         return get_box().decrypt(value)
 
     def get_prep_value(self, value: Any) -> str | None:
+        if isinstance(value, AlreadyEncrypted):
+            return str(value)
         value = super().get_prep_value(value)
         if not value:
             return value

@@ -195,6 +195,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ConnectionStatusEnum": "connections.models.Connection.Status",
+        "EventStatusEnum": "replicas.models.SyncEvent.Status",
+        "EventDirectionEnum": "replicas.models.SyncEvent.Direction",
+        "EventKindEnum": "replicas.models.SyncEvent.Kind",
+        "InstanceKindEnum": "instances.models.Instance.Kind",
+        "DryRunDirectionEnum": [("outgoing", "outgoing"), ("incoming", "incoming")],
+    },
 }
 
 # --- Security headers -----------------------------------------------------------------------------------

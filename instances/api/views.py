@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -139,6 +140,8 @@ class IssueViewSet(
         )
         return Response(CommentSerializer(comment).data)
 
+    @extend_schema(methods=["GET"], operation_id="tracker_issue_attachments_list")
+    @extend_schema(methods=["POST"], operation_id="tracker_issue_attachments_create")
     @action(
         detail=True,
         methods=["get", "post"],
@@ -161,6 +164,8 @@ class IssueViewSet(
         )
         return Response(AttachmentSerializer(attachment).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(methods=["GET"], operation_id="tracker_issue_attachment_read")
+    @extend_schema(methods=["DELETE"], operation_id="tracker_issue_attachment_delete")
     @action(
         detail=True,
         methods=["get", "delete"],

@@ -77,9 +77,11 @@ class Command(BaseCommand):
         from connections.services import connection_create_local
         from replicas.pipeline import exalate
 
-        side_a, _ = connection_create_local(name="Support ⇄ Engineering", instance_a=support, instance_b=engineering)
+        side_a, _ = connection_create_local(
+            name="Support ⇄ Engineering", instance_a=support, instance_b=engineering
+        )
         exalate(connection=side_a, key="SUP-1")
         self.stdout.write(
-            "Demo created: built-in tracker instances 'Support desk' (SUP) and 'Engineering' (ENG), joined by "
-            "the local connection 'Support ⇄ Engineering'; SUP-1 is synced to ENG."
+            "Demo created: built-in tracker instances 'Support desk' (SUP) and 'Engineering' (ENG), "
+            "joined by the local connection 'Support ⇄ Engineering'; SUP-1 is synced to ENG."
         )
