@@ -151,6 +151,8 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = env.float("Q_POLL", default=0.05)
+# How long a worker may hold a twin before another may take it over (a crashed worker's work resumes then).
+PIPELINE_LEASE_SECONDS: int = env.int("PIPELINE_LEASE_SECONDS", default=60)
 # Run pipeline tasks in the calling process (unit tests, demos without a worker).
 TASKS_INLINE: bool = env.bool("TASKS_INLINE", default=False)
 

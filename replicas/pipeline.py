@@ -29,6 +29,7 @@ from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -42,7 +43,7 @@ from replicas.transport import transport_for
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)
+LEASE = timedelta(seconds=settings.PIPELINE_LEASE_SECONDS)
 MAX_ATTEMPTS = 8
 # Fields of the item the incoming side writes through the connector (comments/attachments apart).
 ITEM_FIELDS = (
@@ -618,7 +619,6 @@ def _apply_attachments(
     *,
     remote_item_id: str,
 ) -> None:
-    from django.conf import settings
 
     old = {a["id"]: a for a in before.get("attachments") or [] if a.get("id")}
     kept = set()
