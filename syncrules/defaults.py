@@ -1,0 +1,78 @@
+"""Default ("Basic mode") sync rules, used for every new connection side.
+
+The scripts are deliberately plain so admins can learn the script API from them.
+"""
+
+from __future__ import annotations
+
+TRACKER_TYPES = (
+    "builtin",
+    "redmine",
+    "github",
+    "jira",
+    "gitlab",
+    "zendesk",
+    "servicenow",
+    "azure",
+    "salesforce",
+)
+
+DEFAULT_OUTGOING = """\
+# Outgoing sync rules: decide what the other side receives.
+# 'issue' is the local item, 'replica' is what gets sent.
+replica.id = issue.id
+replica.key = issue.key
+replica.url = issue.url
+replica.summary = issue.summary
+replica.description = issue.description
+replica.status = issue.status
+replica.priority = issue.priority
+replica.type = issue.type
+replica.labels = issue.labels
+replica.assignee = issue.assignee
+replica.reporter = issue.reporter
+replica.dueDate = issue.dueDate
+replica.comments = issue.comments
+replica.attachments = issue.attachments
+replica.project = issue.project
+replica.created = issue.created
+replica.updated = issue.updated
+"""
+
+DEFAULT_INCOMING = """\
+# Incoming sync rules: apply what the other side sent ('replica') to the local 'issue'.
+# changed("field") is True on the first sync and whenever the other side changed that field
+# since the last sync, so local edits to other fields are kept (field-level merge).
+if changed("summary"):
+    issue.summary = replica.summary
+if changed("description"):
+    issue.description = replica.description
+
+# Statuses, priorities and types are matched by name (case-insensitive);
+# a name unknown here keeps the current local value.
+if changed("status"):
+    issue.status = node_helper.get_status(replica.status, issue.status)
+if changed("priority"):
+    issue.priority = node_helper.get_priority(replica.priority, issue.priority)
+if changed("type"):
+    issue.type = node_helper.get_issue_type(replica.type, issue.type)
+
+if changed("labels"):
+    issue.labels = replica.labels
+if changed("assignee"):
+    # the local user with the same e-mail, or unassigned when there is none
+    issue.assignee = node_helper.get_user(replica.assignee)
+if changed("dueDate"):
+    issue.dueDate = replica.dueDate
+
+# Comments and attachments: add new ones, apply edits and deletions.
+comment_helper.merge_comments(issue, replica)
+attachment_helper.merge_attachments(issue, replica)
+"""
+
+
+def default_rules(tracker_type: str) -> tuple[str, str]:
+    """Return ``(outgoing, incoming)`` default scripts for a tracker type (same for all for now)."""
+    if tracker_type not in TRACKER_TYPES:
+        raise ValueError(f"unknown tracker type {tracker_type!r}; expected one of {', '.join(TRACKER_TYPES)}")
+    return DEFAULT_OUTGOING, DEFAULT_INCOMING
