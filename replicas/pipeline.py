@@ -26,6 +26,7 @@ import time
 import traceback
 import uuid
 from contextlib import nullcontext
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,8 +103,60 @@ def queue_outgoing(twin: Twin, *, item_key: str = "", kind: str = SyncEvent.Kind
     return event
 
 
+# While a worker runs ``run_worker_task``, nudges for twins are collected here and worked through by the same
+# task after its own twin (no broker round trip); outside it, a nudge enqueues a task.
+_followups: ContextVar[list[int] | None] = ContextVar("pipeline_followups", default=None)
+FOLLOWUP_LIMIT = 200
+
+
 def nudge(twin_id: int) -> None:
+    pending = _followups.get()
+    if pending is not None and len(pending) < FOLLOWUP_LIMIT:
+        # Processed by this task once it is done with its twin, i.e. after every transaction committed.
+        pending.append(twin_id)
+        return
     enqueue("replicas.tasks.process_twin", twin_id, group=f"twin-{twin_id}")
+
+
+def run_worker_task(twin_id: int) -> None:
+    """The worker's entry point: drain the twin, then the twins its work nudged (the peer of a local
+    connection, acks), then other ready twins of the same connection, so a burst costs few tasks.
+    Every twin is still taken under its own lease, so several workers can do this at once."""
+    pending: list[int] = [twin_id]
+    token = _followups.set(pending)
+    try:
+        done: set[int] = set()
+        connection_id = Twin.objects.filter(pk=twin_id).values_list("connection_id", flat=True).first()
+        while pending and len(done) < FOLLOWUP_LIMIT:
+            current = pending.pop(0)
+            if current in done:
+                continue
+            done.add(current)
+            process_twin(current)
+            if not pending and connection_id is not None:
+                pending.extend(t for t in ready_twins(connection_id, limit=20) if t not in done)
+    finally:
+        _followups.reset(token)
+        for leftover in pending:  # over the limit: hand them to the broker
+            enqueue("replicas.tasks.process_twin", leftover, group=f"twin-{leftover}")
+
+
+def ready_twins(connection_id: int, *, limit: int) -> list[int]:
+    """Twins of a connection (or its local peer) with queued events that no worker holds right now."""
+    now = timezone.now()
+    connections = [connection_id]
+    peer = Connection.objects.filter(pk=connection_id).values_list("peer_id", flat=True).first()
+    if peer:
+        connections.append(peer)
+    return list(
+        SyncEvent.objects.filter(connection_id__in=connections, status=Status.PENDING)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .filter(connection__status=Connection.Status.ACTIVE)
+        .exclude(twin__lease_until__gt=now)
+        .order_by("id")
+        .values_list("twin_id", flat=True)
+        .distinct()[:limit]
+    )
 
 
 def receive(

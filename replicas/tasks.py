@@ -6,7 +6,7 @@ from replicas import pipeline
 
 
 def process_twin(twin_id: int) -> None:
-    pipeline.process_twin(twin_id)
+    pipeline.run_worker_task(twin_id)
 
 
 def sweep() -> int:

@@ -105,9 +105,9 @@ def test_both_sides_converge_without_duplicates_or_lost_edits(ops, settings):  #
             )
             target = own.first()
             if target and not paused():
-                new = f"{operation[2]}-{step}"
+                new, old = f"{operation[2]}-{step}", target.body
                 services.comment_update(comment=target, actor="u@x", body=new)
-                expected_comments[new] = expected_comments.pop(target.body)
+                expected_comments[new] = expected_comments.pop(old)
         elif kind == "delete_comment":
             own = Comment.objects.filter(
                 issue=issue, body__in=[b for b, w in expected_comments.items() if w == who]
