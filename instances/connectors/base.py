@@ -112,10 +112,33 @@ def register(cls: type[Connector]) -> type[Connector]:
     return cls
 
 
+CONNECTOR_MODULES = (
+    "builtin",
+    "redmine",
+    "github",
+    "jira",
+    "gitlab",
+    "zendesk",
+    "servicenow",
+    "azure",
+    "salesforce",
+)
+
+
+def load_connectors() -> None:
+    """Import every connector module that exists (each registers itself)."""
+    import importlib
+    import importlib.util
+
+    for name in CONNECTOR_MODULES:
+        module = f"instances.connectors.{name}"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
 def get_connector(instance: Instance, *, actor: str = NODE_ACTOR_PREFIX) -> Connector:
     """The connector for a local instance's tracker type."""
-    import instances.connectors.builtin  # noqa: F401  (registers itself)
-
+    load_connectors()
     try:
         cls = Connector.registry[instance.tracker_type]
     except KeyError:
