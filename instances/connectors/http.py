@@ -1,0 +1,465 @@
+"""The one HTTP seam every connector goes through.
+
+``HttpClient`` wraps a ``requests.Session`` with what talking to a tracker safely needs:
+
+* a base URL and default timeouts (connect 5 s, read 30 s);
+* retries on 429, 5xx, timeouts and connection errors, honouring ``Retry-After`` (seconds or an HTTP date)
+  and rate-limit headers (``X-RateLimit-Remaining``/``X-RateLimit-Reset``, ``RateLimit-Reset``), otherwise
+  exponential backoff with full jitter (base 0.5 s, cap 30 s), never sleeping past a total deadline;
+* a request budget per tracker instance (a token bucket shared by every client of that instance in this
+  process), so a busy connection cannot flood a tracker;
+* streaming downloads and uploads (file objects are handed to the socket, never read whole);
+* logs of method, path and status that never contain credentials;
+* counters of requests made (per client, and by method) for benchmarks;
+* errors as ``ConnectorError``: ``retryable`` for outages and rate limits, not for other refusals, with a
+  message that says what happened and what to do.
+
+Sleeping and the clocks are injectable so tests run instantly.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from instances.connectors.base import ConnectorError
+
+logger = logging.getLogger("exalate.http")
+
+DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+DEFAULT_MAX_ATTEMPTS = 4
+DEFAULT_DEADLINE = 90.0  # seconds for one logical request, all retries included
+DEFAULT_RATE_PER_S = 10.0
+CHUNK_SIZE = 64 * 1024
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
+
+# Query parameters and headers whose values are secrets; matched case-insensitively.
+SECRET_PARAMS = (
+    "key",
+    "api_key",
+    "apikey",
+    "token",
+    "access_token",
+    "refresh_token",
+    "private_token",
+    "password",
+    "secret",
+    "client_secret",
+    "signature",
+    "sig",
+)
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-redmine-api-key", "private-token", "x-api-key", "cookie"}
+)
+_SECRET_QUERY_RE = re.compile(r"(?i)(?<![A-Za-z0-9_])(" + "|".join(SECRET_PARAMS) + r")=([^&#\s'\"]*)")
+_USERINFO_RE = re.compile(r"(?i)(https?://)[^/@\s]+@")
+
+# What to tell the user for the usual refusals; connectors may pass their own (``hints=``).
+DEFAULT_HINTS: dict[int, str] = {
+    400: "the request was malformed. Check the values the sync rules produce.",
+    401: "the credentials were rejected. Check the API key or token in the instance's credentials.",
+    403: "the credentials have no permission for this. Check the user's role or the token's scopes.",
+    404: "it does not exist or is not visible to this user. Check the URL, project and permissions.",
+    409: "it conflicts with the current state of the item. Read it again and retry.",
+    413: "the payload is too large for the tracker. Check its upload size limit.",
+    422: "the tracker rejected the values. Check the sync rules' mapping.",
+}
+
+
+def redact(text: str) -> str:
+    """``text`` with secrets in query strings and URL user-info replaced by ``***``."""
+    text = _USERINFO_RE.sub(r"\1***@", text)
+    return _SECRET_QUERY_RE.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def redact_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``headers`` with credential headers masked (for debugging output)."""
+    return {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+def _loggable(url: str) -> str:
+    """Path and query of ``url``, redacted: what a log line may show."""
+    parts = urlsplit(url)
+    return redact(parts.path + (f"?{parts.query}" if parts.query else ""))
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def rate_limit_wait(headers: Mapping[str, str], *, now: float) -> float | None:
+    """Seconds until the rate limit resets when the headers say the budget is used up, else None.
+
+    ``X-RateLimit-Reset`` is an epoch time on GitHub/GitLab and a delta elsewhere; ``RateLimit-Reset`` (IETF
+    draft) is a delta. A value above 10^9 is read as an epoch time.
+    """
+    remaining = headers.get("X-RateLimit-Remaining") or headers.get("RateLimit-Remaining")
+    reset = headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset")
+    if reset is None or remaining is None:
+        return None
+    try:
+        if float(remaining) > 0:
+            return None
+        value = float(reset)
+    except ValueError:
+        return None
+    return max(0.0, value - now if value > 1e9 else value)
+
+
+class TokenBucket:
+    """``rate`` requests per second with bursts up to ``capacity``; ``acquire`` waits for a token."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        capacity: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = max(float(rate), 0.001)
+        self.capacity = float(capacity) if capacity else max(1.0, self.rate)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+        self.hold_until = 0.0  # set when the tracker says the budget is used up
+        self.lock = threading.Lock()
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def reserve(self) -> float:
+        """Take a token; the seconds the caller must wait before using it (0 when one was available)."""
+        with self.lock:
+            now = self.clock()
+            self._refill(now)
+            self.tokens -= 1.0  # may go negative: later callers queue behind this one
+            wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+            return max(wait, self.hold_until - now)
+
+    def hold(self, seconds: float) -> None:
+        """Make every client of this instance pause ``seconds`` (the tracker said the budget is spent)."""
+        with self.lock:
+            self.hold_until = max(self.hold_until, self.clock() + seconds)
+
+
+# Requests by method made by every client in this process (benchmarks: API calls per change).
+process_requests: Counter[str] = Counter()
+_process_lock = threading.Lock()
+
+_buckets: dict[str, TokenBucket] = {}
+_buckets_lock = threading.Lock()
+
+
+def bucket_for(key: str, rate: float, *, clock: Callable[[], float] = time.monotonic) -> TokenBucket:
+    """The process-wide bucket for an instance (by uid); its rate follows the latest setting."""
+    with _buckets_lock:
+        bucket = _buckets.get(key)
+        if bucket is None or bucket.clock != clock:  # a test with its own clock gets its own bucket
+            bucket = _buckets[key] = TokenBucket(rate, clock=clock)
+        elif bucket.rate != max(float(rate), 0.001):
+            bucket.rate = max(float(rate), 0.001)
+            bucket.capacity = max(1.0, bucket.rate)
+        return bucket
+
+
+class HttpClient:
+    """A tracker's HTTP API: ``request`` returns a successful response or raises ``ConnectorError``.
+
+    ``service`` names the tracker in messages ("Redmine refused ..."). ``bucket_key`` (the instance uid)
+    selects the shared request budget of ``rate_per_s`` requests per second.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        service: str = "The tracker",
+        headers: Mapping[str, str] | None = None,
+        bucket_key: str | None = None,
+        rate_per_s: float = DEFAULT_RATE_PER_S,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
+        hints: Mapping[int, str] | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        jitter: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self.service = service
+        self.session = session or requests.Session()
+        self.session.headers.update(headers or {})
+        self.max_attempts = max(1, int(max_attempts))
+        self.timeout = timeout
+        self.deadline = deadline
+        self.hints = {**DEFAULT_HINTS, **(hints or {})}
+        self.sleep = sleep
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.jitter = jitter
+        self.bucket = bucket_for(bucket_key or self.base_url, rate_per_s, clock=clock)
+        self.requests_made = 0
+        self.requests_by_method: Counter[str] = Counter()
+
+    # --- helpers -----------------------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        """The absolute URL of ``path`` (relative to the base URL) or ``path`` itself when absolute."""
+        if path.startswith(("http://", "https://")):
+            return path
+        return urljoin(self.base_url, path.lstrip("/"))
+
+    def same_origin(self, url: str) -> bool:
+        """Whether ``url`` is on the tracker's host (credentials may be sent there)."""
+        a, b = urlsplit(self.base_url), urlsplit(url)
+        return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+
+    @property
+    def writes_made(self) -> int:
+        """Requests that change something (POST, PUT, PATCH, DELETE)."""
+        return sum(n for m, n in self.requests_by_method.items() if m not in ("GET", "HEAD", "OPTIONS"))
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform between 0 and min(cap, base * 2^(attempt - 1)), attempt counting from 1."""
+        return self.jitter(0.0, min(BACKOFF_CAP, BACKOFF_BASE * (2 ** (attempt - 1))))
+
+    def _refusal(self, response: requests.Response, action: str) -> ConnectorError:
+        status = response.status_code
+        reason = response.reason or ""
+        hint = self.hints.get(status) or (
+            "the tracker refused it. Check the request and the credentials."
+            if status < 500
+            else "the tracker failed. Try again later."
+        )
+        details = ""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            errors = (
+                body.get("errors") or body.get("errorMessages") or body.get("message") or body.get("error")
+            )
+            if isinstance(errors, list):
+                details = "; ".join(str(e) for e in errors)
+            elif errors:
+                details = str(errors)
+        what = f" to {action}" if action else ""
+        message = f"{self.service} refused the request{what} ({status} {reason}".rstrip() + f"): {hint}"
+        if details:
+            message += f" {self.service} said: {redact(details)[:500]}"
+        return ConnectorError(message, retryable=status >= 500 or status == 429, status=status)
+
+    def _rewind(self, data: Any, start: int | None) -> bool:
+        """Put a file body back at its start for a retry; False when it cannot be (a one-shot stream)."""
+        if data is None or isinstance(data, (bytes, str, dict, list, tuple)):
+            return True
+        if start is None:
+            return False
+        try:
+            data.seek(start)
+        except (AttributeError, OSError, ValueError):
+            return False
+        return True
+
+    # --- the request loop ---------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        action: str = "",
+        ok_statuses: tuple[int, ...] = (),
+    ) -> requests.Response:
+        """Send with retries; a 2xx response (or one in ``ok_statuses``), or ``ConnectorError``.
+
+        ``action`` says what the request was for, for error messages ("update issue #42"). ``data`` may be a
+        file object: it is streamed, and rewound for a retry when it is seekable.
+        """
+        method = method.upper()
+        url = self.url(path)
+        if not self.same_origin(url):
+            # Never send the tracker's credentials to another host.
+            raise ConnectorError(
+                f"{self.service} pointed to another host ({urlsplit(url).netloc}); the node only "
+                f"sends credentials to {urlsplit(self.base_url).netloc}.",
+                retryable=False,
+            )
+        shown = _loggable(url if not params else requests.Request(method, url, params=params).prepare().url)
+        what = action or f"{method} {urlsplit(shown).path}"
+        start_pos: int | None = None
+        if data is not None and hasattr(data, "read"):
+            try:
+                start_pos = data.tell()
+            except (AttributeError, OSError, ValueError):
+                start_pos = None
+        started = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            self._wait(self.bucket.reserve(), started, what, reason="the request budget")
+            self.requests_made += 1
+            self.requests_by_method[method] += 1
+            with _process_lock:
+                process_requests[method] += 1
+            t0 = self.clock()
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    data=data,
+                    headers=dict(headers or {}),
+                    stream=stream,
+                    timeout=self.timeout,
+                )
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
+                logger.warning("%s %s -> %s (attempt %d): %s", method, shown, kind, attempt, redact(str(exc)))
+                problem = f"{self.service} {kind} ({redact(type(exc).__name__)})"
+                delay = self._backoff(attempt)
+                if attempt >= self.max_attempts or not self._rewind(data, start_pos):
+                    raise ConnectorError(
+                        f"{problem} while trying to {what}, {attempt} attempt(s). Check that "
+                        f"{urlsplit(self.base_url).netloc} is reachable; the node will retry later.",
+                        retryable=True,
+                    )
+                self._wait(delay, started, what, reason=problem)
+                continue
+            elapsed = self.clock() - t0
+            status = response.status_code
+            logger.info("%s %s -> %s (%.2f s)", method, shown, status, elapsed)
+            now = self.wall_clock()
+            limit_wait = rate_limit_wait(response.headers, now=now)
+            if limit_wait and 200 <= status < 300:
+                self.bucket.hold(limit_wait)  # spent: every client of this instance pauses until reset
+            if 200 <= status < 300 or status in ok_statuses:
+                return response
+            throttled = status == 429 or (status == 403 and limit_wait is not None)
+            if not throttled and status not in RETRYABLE_STATUSES:
+                error = self._refusal(response, action)
+                response.close()
+                raise error
+            # Retryable: how long does the tracker want us to wait?
+            server_wait = parse_retry_after(response.headers.get("Retry-After"), now=now)
+            if server_wait is None:
+                server_wait = limit_wait
+            delay = server_wait if server_wait is not None else self._backoff(attempt)
+            if throttled and server_wait is not None:
+                self.bucket.hold(server_wait)
+            response.close()
+            gave_up = attempt >= self.max_attempts or not self._rewind(data, start_pos)
+            if gave_up or self.clock() + delay - started > self.deadline:
+                label = "rate-limited the node" if throttled else f"failed ({status} {response.reason or ''})"
+                after = f" It asked to wait {server_wait:.0f} s." if server_wait is not None else ""
+                raise ConnectorError(
+                    f"{self.service} {label.rstrip()} on the request to {what}, {attempt} attempt(s).{after} "
+                    f"The node will retry later; if this persists, lower the instance's rate_limit_per_s "
+                    f"or check the tracker's health.",
+                    retryable=True,
+                    status=status,
+                )
+            self._wait(delay, started, what, reason=f"{status}")
+
+    def _wait(self, seconds: float, started: float, what: str, *, reason: str) -> None:
+        if seconds <= 0:
+            return
+        if self.clock() + seconds - started > self.deadline:
+            raise ConnectorError(
+                f"{self.service}: waiting {seconds:.0f} s for {reason} before the request to {what} "
+                f"would pass the {self.deadline:.0f} s deadline. The node will retry later.",
+                retryable=True,
+            )
+        self.sleep(seconds)
+
+    # --- conveniences ---------------------------------------------------------------------------------------
+    def get_json(self, path: str, *, params: Mapping[str, Any] | None = None, action: str = "") -> Any:
+        response = self.request("GET", path, params=params, action=action)
+        return self._json(response, action or f"GET {path}")
+
+    def send_json(self, method: str, path: str, body: Any, *, action: str = "") -> Any:
+        """Send ``body`` as JSON; the decoded response, or None when it has no body (204)."""
+        response = self.request(method, path, json=body, action=action)
+        if response.status_code == 204 or not response.content:
+            return None
+        return self._json(response, action or f"{method} {path}")
+
+    def _json(self, response: requests.Response, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ConnectorError(
+                f"{self.service} answered the request to {what} with something that is not JSON "
+                f"({response.headers.get('Content-Type', 'no content type')}). Check the instance URL.",
+                retryable=False,
+                status=response.status_code,
+            )
+
+    def upload(
+        self,
+        path: str,
+        content: IO[bytes],
+        *,
+        params: Mapping[str, Any] | None = None,
+        content_type: str = "application/octet-stream",
+        action: str = "",
+    ) -> requests.Response:
+        """POST a file object as the raw body, streamed from the file (never read whole into memory)."""
+        return self.request(
+            "POST", path, params=params, data=content, headers={"Content-Type": content_type}, action=action
+        )
+
+    def download(self, path: str, *, action: str = "", chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """The body of ``path`` as a stream of chunks; the connection is released when the stream ends."""
+        response = self.request("GET", path, stream=True, action=action)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                for chunk in response.iter_content(chunk_size=chunk_size):
+                    if chunk:
+                        yield chunk
+            except requests.RequestException as exc:
+                raise ConnectorError(
+                    f"{self.service}: the download for {action or path} broke off ({type(exc).__name__}). "
+                    f"The node will retry later.",
+                    retryable=True,
+                )
+            finally:
+                response.close()
+
+        return chunks()

@@ -1,0 +1,234 @@
+"""The HTTP seam (``instances.connectors.http.HttpClient``) against a loopback HTTP server.
+
+Facts of HTTP the client relies on (RFC 9110, RFC 6585, the IETF RateLimit draft):
+
+* ``429 Too Many Requests`` and 5xx are worth retrying; ``Retry-After`` is delta seconds or an HTTP date;
+* GitHub/GitLab send ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (an epoch time), the draft sends
+  ``RateLimit-Reset`` (seconds); a 403 with ``X-RateLimit-Remaining: 0`` is a rate limit, not a refusal;
+* other 4xx are refusals: retrying cannot help.
+
+Nothing really sleeps: the client's sleep and clocks are a fake that advances time.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import io
+import logging
+import os
+
+import pytest
+
+from instances.connectors.base import ConnectorError
+from instances.connectors.http import HttpClient, TokenBucket, parse_retry_after, process_requests, redact
+from tests.connectors.conftest import Loopback, Reply
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 3))
+        self.now += seconds
+
+
+def client(server: Loopback, fake: FakeTime, **kwargs) -> HttpClient:  # type: ignore[no-untyped-def]
+    kwargs.setdefault("bucket_key", f"test-{os.urandom(4).hex()}")
+    kwargs.setdefault("rate_per_s", 1000)
+    return HttpClient(
+        server.url,
+        service="Redmine",
+        sleep=fake.sleep,
+        clock=fake.clock,
+        wall_clock=fake.clock,
+        jitter=lambda low, high: high,  # the top of the jitter range: deterministic
+        **kwargs,
+    )
+
+
+def test_retries_429_after_the_retry_after_seconds(loopback: Loopback) -> None:
+    fake = FakeTime()
+    loopback.replies += [
+        Reply(429, {"errors": ["slow down"]}, {"Retry-After": "7"}),
+        Reply(200, {"ok": True}),
+    ]
+    http = client(loopback, fake)
+    before = process_requests["GET"]
+    assert http.get_json("issues.json") == {"ok": True}
+    assert fake.sleeps == [7.0]
+    assert http.requests_made == 2 and http.requests_by_method["GET"] == 2
+    assert process_requests["GET"] == before + 2 and http.writes_made == 0
+
+
+def test_retry_after_as_an_http_date(loopback: Loopback) -> None:
+    fake = FakeTime()
+    when = email.utils.formatdate(fake.now + 12, usegmt=True)
+    loopback.replies += [Reply(503, "", {"Retry-After": when}), Reply(200, {"ok": True})]
+    client(loopback, fake).get_json("x.json")
+    assert fake.sleeps == [12.0]
+    assert parse_retry_after("garbage", now=0) is None
+
+
+def test_5xx_then_success_backs_off_exponentially(loopback: Loopback) -> None:
+    fake = FakeTime()
+    loopback.replies += [Reply(502), Reply(500), Reply(200, {"n": 1})]
+    http = client(loopback, fake)
+    assert http.get_json("x.json") == {"n": 1}
+    assert fake.sleeps == [0.5, 1.0]  # full jitter's upper bounds: base 0.5 s, doubling
+
+
+def test_gives_up_after_max_attempts_with_a_retryable_error(loopback: Loopback) -> None:
+    fake = FakeTime()
+    loopback.replies += [Reply(503)] * 4
+    http = client(loopback, fake)
+    with pytest.raises(ConnectorError) as exc:
+        http.request("GET", "issues.json", action="list the issues")
+    assert exc.value.retryable and exc.value.status == 503
+    assert "list the issues" in exc.value.message and "4 attempt(s)" in exc.value.message
+    assert http.requests_made == 4 and fake.sleeps == [0.5, 1.0, 2.0]
+
+
+def test_never_sleeps_past_the_deadline(loopback: Loopback) -> None:
+    fake = FakeTime()
+    loopback.replies += [Reply(429, "", {"Retry-After": "600"})]
+    http = client(loopback, fake, deadline=60)
+    with pytest.raises(ConnectorError) as exc:
+        http.request("GET", "x.json")
+    assert exc.value.retryable and "600 s" in exc.value.message
+    assert fake.sleeps == [] and http.requests_made == 1
+
+
+def test_4xx_is_not_retried_and_says_what_to_do(loopback: Loopback) -> None:
+    fake = FakeTime()
+    loopback.replies += [Reply(403, {"errors": ["You are not authorized"]})]
+    http = client(loopback, fake, hints={403: "the API key has no permission for project X. Check the role."})
+    with pytest.raises(ConnectorError) as exc:
+        http.request("PUT", "issues/1.json", json={}, action="update issue #1")
+    assert not exc.value.retryable and exc.value.status == 403
+    assert exc.value.message.startswith("Redmine refused the request to update issue #1 (403 Forbidden): ")
+    assert "Check the role." in exc.value.message and "You are not authorized" in exc.value.message
+    assert http.requests_made == 1 and fake.sleeps == []
+
+
+def test_ok_statuses_are_returned_not_raised(loopback: Loopback) -> None:
+    loopback.replies += [Reply(404, {"errors": []})]
+    assert client(loopback, FakeTime()).request("GET", "x", ok_statuses=(404,)).status_code == 404
+
+
+def test_connection_errors_are_retried_then_retryable() -> None:
+    fake = FakeTime()
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    http = HttpClient(
+        f"http://127.0.0.1:{port}", sleep=fake.sleep, clock=fake.clock, max_attempts=3, jitter=lambda a, b: b
+    )
+    with pytest.raises(ConnectorError) as exc:
+        http.request("GET", "issues.json", params={"key": "s3cret-key"})
+    assert exc.value.retryable and "could not connect" in exc.value.message
+    assert "s3cret" not in exc.value.message
+    assert http.requests_made == 3 and fake.sleeps == [0.5, 1.0]
+
+
+def test_credentials_never_reach_the_logs(loopback: Loopback, caplog: pytest.LogCaptureFixture) -> None:
+    loopback.replies += [Reply(500), Reply(200, {"ok": 1}), Reply(401, {"errors": ["token=abc-secret"]})]
+    http = client(
+        loopback,
+        FakeTime(),
+        headers={"Authorization": "Bearer top-secret-1", "X-Redmine-API-Key": "top-secret-2"},
+    )
+    with caplog.at_level(logging.DEBUG, logger="exalate.http"):
+        http.get_json("issues.json", params={"key": "top-secret-3", "api_key": "top-secret-4", "limit": 5})
+        with pytest.raises(ConnectorError) as exc:
+            http.get_json("x.json", params={"token": "top-secret-5"})
+    assert "GET /issues.json?key=***&api_key=***&limit=5 -> 500" in caplog.text
+    assert "-> 200" in caplog.text and "-> 401" in caplog.text
+    assert "top-secret" not in caplog.text and "secret" not in exc.value.message
+    assert loopback.seen[0].headers["X-Redmine-API-Key"] == "top-secret-2"  # but they were sent
+    assert redact("https://u:pw@h/x?private_token=a&q=1") == "https://***@h/x?private_token=***&q=1"
+
+
+def test_budget_throttles_to_the_rate_shared_by_instance(loopback: Loopback) -> None:
+    fake = FakeTime()
+    loopback.replies += [Reply(200, {})] * 6
+    a = client(loopback, fake, bucket_key="inst-1", rate_per_s=2)
+    b = client(loopback, fake, bucket_key="inst-1", rate_per_s=2)
+    for http in (a, b, a, b, a, b):
+        http.get_json("x.json")
+    # A burst of 2, then one request every 0.5 s for both clients of the instance together.
+    assert fake.sleeps == [0.5, 0.5, 0.5, 0.5]
+    assert a.bucket is b.bucket
+
+
+def test_token_bucket_refills_with_time() -> None:
+    fake = FakeTime()
+    bucket = TokenBucket(1, clock=fake.clock)
+    assert bucket.reserve() == 0
+    assert bucket.reserve() == pytest.approx(1.0)
+    fake.now += 5
+    assert bucket.reserve() == 0
+
+
+def test_spent_rate_limit_pauses_the_next_request(loopback: Loopback) -> None:
+    fake = FakeTime()
+    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(fake.now + 9))}
+    loopback.replies += [Reply(200, {}, headers), Reply(200, {})]
+    http = client(loopback, fake)
+    http.get_json("a.json")
+    assert fake.sleeps == []
+    http.get_json("b.json")
+    assert fake.sleeps == [9.0]
+
+
+def test_403_with_spent_rate_limit_is_a_rate_limit(loopback: Loopback) -> None:
+    fake = FakeTime()
+    loopback.replies += [Reply(403, {}, {"RateLimit-Remaining": "0", "RateLimit-Reset": "3"}), Reply(200, {})]
+    client(loopback, fake).get_json("a.json")
+    assert 3.0 in fake.sleeps
+
+
+def test_streaming_download(loopback: Loopback) -> None:
+    body = os.urandom(1_000_000)
+    loopback.replies += [Reply(200, body, {"Content-Type": "application/octet-stream"})]
+    chunks = list(client(loopback, FakeTime()).download("attachments/download/1", chunk_size=64 * 1024))
+    assert len(chunks) > 10 and max(len(c) for c in chunks) <= 64 * 1024
+    assert b"".join(chunks) == body
+
+
+class ReadRecorder(io.BytesIO):
+    """A file that remembers how much each read asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads: list[int | None] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads.append(size)
+        return super().read(size)
+
+
+def test_streaming_upload_rewinds_for_a_retry(loopback: Loopback) -> None:
+    data = os.urandom(300_000)
+    content = ReadRecorder(data)
+    loopback.replies += [Reply(503), Reply(201, {"upload": {"token": "1.x"}})]
+    response = client(loopback, FakeTime()).upload("uploads.json", content, params={"filename": "a.bin"})
+    assert response.status_code == 201
+    assert [hashlib.sha256(s.body).hexdigest() for s in loopback.seen] == [
+        hashlib.sha256(data).hexdigest()
+    ] * 2
+    assert loopback.seen[1].headers["Content-Type"] == "application/octet-stream"
+    assert all(size is not None and 0 < size <= 64 * 1024 for size in content.reads)  # never read whole
+
+
+def test_credentials_only_go_to_the_base_url(loopback: Loopback) -> None:
+    with pytest.raises(ConnectorError) as exc:
+        client(loopback, FakeTime()).request("GET", "http://elsewhere.example/steal")
+    assert "another host" in exc.value.message and loopback.seen == []
