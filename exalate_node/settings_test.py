@@ -8,7 +8,8 @@ import tempfile
 
 os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("TASKS_INLINE", "true")
-os.environ.setdefault("VAR_DIR", os.path.join(tempfile.gettempdir(), f"exalate-node-test-{os.getuid()}"))
+# A var/ of its own per test run: concurrent runs must not share the SQLite test database.
+os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="exalate-node-test-"))
 os.environ.setdefault("MEDIA_ROOT", os.path.join(os.environ["VAR_DIR"], "media"))
 
 from exalate_node.settings import *  # noqa: E402,F403

@@ -32,7 +32,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from connections.models import Connection
@@ -122,19 +122,28 @@ def run_worker_task(twin_id: int) -> None:
     """The worker's entry point: drain the twin, then the twins its work nudged (the peer of a local
     connection, acks), then other ready twins of the same connection, so a burst costs few tasks.
     Every twin is still taken under its own lease, so several workers can do this at once."""
+    outer = _followups.get()
+    if outer is not None:  # called inline from within a task: the running loop takes it
+        if twin_id not in outer:
+            outer.append(twin_id)
+        return
     pending: list[int] = [twin_id]
     token = _followups.set(pending)
     try:
-        done: set[int] = set()
+        rounds = 0
+        stolen: set[int] = set()
         connection_id = Twin.objects.filter(pk=twin_id).values_list("connection_id", flat=True).first()
-        while pending and len(done) < FOLLOWUP_LIMIT:
+        while pending and rounds < FOLLOWUP_LIMIT:
+            rounds += 1
             current = pending.pop(0)
-            if current in done:
-                continue
-            done.add(current)
+            if current in pending:
+                continue  # nudged twice: once is enough, later in the list
             process_twin(current)
             if not pending and connection_id is not None:
-                pending.extend(t for t in ready_twins(connection_id, limit=20) if t not in done)
+                # Steal each other ready twin at most once per task; a blocked twin must not spin here.
+                extra = [t for t in ready_twins(connection_id, limit=20) if t not in stolen]
+                stolen.update(extra)
+                pending.extend(extra)
     finally:
         _followups.reset(token)
         for leftover in pending:  # over the limit: hand them to the broker
@@ -279,7 +288,15 @@ def _acquire(twin_id: int) -> str | None:
 
 
 def _renew(twin_id: int, token: str) -> bool:
-    return Twin.objects.filter(pk=twin_id, lease_token=token).update(lease_until=timezone.now() + LEASE) == 1
+    """Extend the lease before each event, and show the twin as in progress (unless failed or unexalated)."""
+    updated = Twin.objects.filter(pk=twin_id, lease_token=token).update(
+        lease_until=timezone.now() + LEASE,
+        state=Case(
+            When(state__in=[Twin.State.FAILED, Twin.State.UNEXALATED], then=F("state")),
+            default=Value(Twin.State.IN_PROGRESS),
+        ),
+    )
+    return updated == 1
 
 
 def _release(twin_id: int, token: str) -> None:
@@ -312,7 +329,9 @@ def process_twin(twin_id: int) -> None:
 def _drain(twin_id: int, token: str) -> None:
     while True:
         twin = (
-            Twin.objects.select_related("connection", "connection__local_instance").filter(pk=twin_id).first()
+            Twin.objects.select_related("connection__local_instance", "connection__remote_instance")
+            .filter(pk=twin_id)
+            .first()
         )
         if twin is None:
             return
@@ -340,7 +359,6 @@ def _drain(twin_id: int, token: str) -> None:
                 return  # an earlier message has not arrived yet: keep order
         if not _renew(twin.pk, token):
             return
-        Twin.objects.filter(pk=twin.pk).exclude(state=Twin.State.FAILED).update(state=Twin.State.IN_PROGRESS)
         try:
             if head.direction == Direction.OUTGOING:
                 _process_outgoing(twin, head)
@@ -353,19 +371,22 @@ def _drain(twin_id: int, token: str) -> None:
 
 
 def _settle_state(twin_id: int) -> None:
-    twin = Twin.objects.filter(pk=twin_id).only("state", "unexalated_at").first()
-    if twin is None or twin.state in (Twin.State.FAILED, Twin.State.UNEXALATED):
-        return
-    events = SyncEvent.objects.filter(twin_id=twin_id)
-    if events.filter(status=Status.FAILED).exists():
-        state = Twin.State.FAILED
-    elif events.filter(status__in=[Status.PENDING, Status.PROCESSING]).exists():
-        state = Twin.State.QUEUED
-    elif events.filter(direction=Direction.OUTGOING, status=Status.SENT).exists():
-        state = Twin.State.WAITING
-    else:
-        state = Twin.State.SYNCHRONIZED
-    Twin.objects.filter(pk=twin_id).exclude(state=Twin.State.UNEXALATED).update(state=state)
+    """Derive the twin's state from its events, in one UPDATE (failed and unexalated twins stay so)."""
+    events = SyncEvent.objects.filter(twin_id=OuterRef("pk"))
+    Twin.objects.filter(pk=twin_id).exclude(state__in=[Twin.State.FAILED, Twin.State.UNEXALATED]).update(
+        state=Case(
+            When(Exists(events.filter(status=Status.FAILED)), then=Value(Twin.State.FAILED)),
+            When(
+                Exists(events.filter(status__in=[Status.PENDING, Status.PROCESSING])),
+                then=Value(Twin.State.QUEUED),
+            ),
+            When(
+                Exists(events.filter(direction=Direction.OUTGOING, status=Status.SENT)),
+                then=Value(Twin.State.WAITING),
+            ),
+            default=Value(Twin.State.SYNCHRONIZED),
+        )
+    )
 
 
 def _finish(event: SyncEvent, status: str, note: str = "") -> None:
@@ -377,8 +398,55 @@ def _finish(event: SyncEvent, status: str, note: str = "") -> None:
 # --- outgoing -----------------------------------------------------------------------------------------------
 
 
+LISTS_BY_ID = ("comments", "attachments")
+
+
+def _by_id(entries: Any) -> list[Any]:
+    if not isinstance(entries, list):
+        return entries
+    return sorted(entries, key=lambda e: str(e.get("id")) if isinstance(e, dict) else str(e))
+
+
 def _strip(hub: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (hub or {}).items() if k not in VOLATILE}
+    """A replica as compared for "did anything change": no volatile fields, comments and attachments in
+    id order."""
+    return {k: _by_id(v) if k in LISTS_BY_ID else v for k, v in (hub or {}).items() if k not in VOLATILE}
+
+
+def echo_replica(
+    sent: dict[str, Any] | None, before: dict[str, Any] | None, after: dict[str, Any]
+) -> dict[str, Any]:
+    """The local replica to record after applying an incoming change (so it does not echo back).
+
+    Only what the apply changed (``before`` → ``after``, both built by the outgoing rules) counts as
+    already sent; a local change still waiting in the queue keeps its old value here, so it is still seen
+    as a change and sent when its turn comes.
+    """
+    if sent is None or before is None:
+        return after
+    result = dict(sent)
+    for key in set(after) | set(before):
+        if key in LISTS_BY_ID or key in VOLATILE:
+            continue
+        if before.get(key) != after.get(key):
+            result[key] = after.get(key)
+    for key in LISTS_BY_ID:
+        was = {e.get("id"): e for e in before.get(key) or [] if isinstance(e, dict)}
+        now = {e.get("id"): e for e in after.get(key) or [] if isinstance(e, dict)}
+        merged = []
+        for entry in sent.get(key) or []:
+            eid = entry.get("id") if isinstance(entry, dict) else None
+            if eid in now and was.get(eid) != now[eid]:
+                merged.append(now[eid])  # edited by the apply
+            elif eid in was and eid not in now:
+                continue  # deleted by the apply
+            else:
+                merged.append(entry)  # untouched by the apply: what we had sent
+        known = {e.get("id") for e in merged if isinstance(e, dict)}
+        merged += [e for eid, e in now.items() if eid not in was and eid not in known]  # created by the apply
+        result[key] = merged
+    result["updated"] = after.get("updated")
+    return result
 
 
 def build_outgoing(conn: Connection, item: dict[str, Any], rules: Any) -> tuple[dict[str, Any], Any]:
@@ -562,7 +630,7 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             twin.local_id, twin.local_key, twin.local_url = ref.id, ref.key, ref.url[:500]
             first_sync = False
     if first_sync:
-        before, previous, lost = _blank_item(), {}, []
+        before, previous, lost, ours = _blank_item(), {}, [], None
     else:
         current = connector.get_item(twin.local_id)
         ours, _ = build_outgoing(conn, current, rules)
@@ -597,7 +665,7 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             Twin.objects.filter(pk=twin.pk).update(
                 local_id=ref.id, local_key=ref.key, local_url=twin.local_url
             )
-            before = _annotate(connector.get_item(ref.id), twin)
+            before = {"id": ref.id, "comments": [], "attachments": []}  # a new item has neither yet
         else:
             changes = {k: after.get(k) for k in ITEM_FIELDS if k in after and after.get(k) != before.get(k)}
             if changes:
@@ -614,9 +682,9 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             twin.last_synced_at = timezone.now()
             twin.unexalated_at = None
             if not result.sync_back:
-                # No echo: what this item would send now is what the other side already has.
-                sent, _ = build_outgoing(conn, connector.get_item(twin.local_id), rules)
-                twin.local_replica = sent
+                # No echo: what the apply changed is what the other side already has.
+                now, _ = build_outgoing(conn, connector.get_item(twin.local_id), rules)
+                twin.local_replica = echo_replica(twin.local_replica, ours, now)
             twin.state = Twin.State.SYNCHRONIZED
             twin.save()
             note = f"Kept the local value of {', '.join(lost)} (edited later here)." if lost else ""

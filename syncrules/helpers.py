@@ -192,7 +192,8 @@ class CommentHelper(Helper):
 
         * a remote comment without a local twin (``remoteId``) is appended;
         * a remote comment edited since the previous sync updates its local twin;
-        * a local comment whose ``remoteId`` no longer appears remotely is removed;
+        * a local comment whose ``remoteId`` the remote side had before (``previous``) and no longer has is
+          removed; one the remote side simply has not seen yet (a concurrent sync) is kept;
         * local comments without ``remoteId`` (never synced) are kept untouched.
         """
         remote = [c for c in (replica.get("comments") or []) if isinstance(c, dict)]
@@ -206,7 +207,7 @@ class CommentHelper(Helper):
         for lc in local:
             rid = lc.get("remoteId") if isinstance(lc, dict) else None
             if rid is not None:
-                if str(rid) not in remote_ids:
+                if str(rid) not in remote_ids and str(rid) in previous:
                     continue  # deleted on the remote side
                 by_remote[str(rid)] = lc
             result.append(lc)
@@ -260,14 +261,17 @@ class AttachmentHelper(Helper):
     _exposed = frozenset({"merge_attachments"})
 
     def merge_attachments(self, issue: dict, replica: dict) -> list:
+        """Append new remote attachments; drop local copies of ones the remote side had before
+        (``previous``) and removed; keep everything else."""
         remote = [a for a in (replica.get("attachments") or []) if isinstance(a, dict)]
         remote_ids = {str(a.get("id")) for a in remote}
+        had = {str(a.get("id")) for a in (self._state.previous.get("attachments") or []) if isinstance(a, dict)}
         known = set()
         result = []
         for la in issue.get("attachments") or []:
             rid = la.get("remoteId") if isinstance(la, dict) else None
             if rid is not None:
-                if str(rid) not in remote_ids:
+                if str(rid) not in remote_ids and str(rid) in had:
                     continue  # removed on the remote side
                 known.add(str(rid))
             result.append(la)

@@ -139,9 +139,8 @@ def test_merge_attachments_add_keep_remove():
             {"id": "l3", "remoteId": "gone"},
         ]
     }
-    result = AttachmentHelper(RunState("incoming", {})).merge_attachments(
-        issue, {"attachments": [ra("r1"), ra("r2")]}
-    )
+    state = RunState("incoming", {}, previous={"attachments": [ra("r1"), ra("gone")]})
+    result = AttachmentHelper(state).merge_attachments(issue, {"attachments": [ra("r1"), ra("r2")]})
     assert issue["attachments"] is result
     assert [a["id"] for a in result] == ["l1", "l2", None]
     assert result[0]["filename"] == "old.txt"
@@ -303,3 +302,13 @@ def test_log_is_capped():
     assert len(r.log) == 201
     assert r.log[-1] == "WARNING: 100 more log lines were dropped"
     assert len(r.log[0]) < 1100
+
+
+def test_a_linked_item_the_remote_side_has_not_seen_yet_is_kept():
+    """A concurrent sync: our comment/attachment reached the other side after it built this replica.
+    It is missing from the replica but was never in ``previous`` either, so it was not deleted there."""
+    kept = merge([{"id": "l1", "remoteId": "copy-of-l1", "body": "mine"}], [rc("r2", "theirs")], previous=[])
+    assert [c["body"] for c in kept] == ["mine", "theirs"]
+    issue = {"attachments": [{"id": "l1", "remoteId": "copy-of-l1"}]}
+    state = RunState("incoming", {}, previous={"attachments": []})
+    assert [a["id"] for a in AttachmentHelper(state).merge_attachments(issue, {"attachments": []})] == ["l1"]
