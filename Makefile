@@ -24,6 +24,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## Two nodes on one machine (127.0.0.1:8001 and :8002), connected through a real invitation code.
+demo-network: $(STAMP)
+	$(BIN)/python scripts/demo_network.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -56,6 +56,18 @@ class Connection(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    # What the peer told us at the handshake (feature negotiation, support diagnostics).
+    peer_node_name = models.CharField(max_length=200, blank=True, default="")
+    peer_app_version = models.CharField(max_length=50, blank=True, default="")
+    peer_features = models.JSONField(default=list, blank=True)
+    # Node-to-node delivery: one sender per connection at a time (a lease, like the twin lease of the
+    # pipeline), and the backoff state of the last failure.
+    delivery_token = models.CharField(max_length=32, blank=True, default="")
+    delivery_until = models.DateTimeField(null=True, blank=True)
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Private mode, polling side: the id of the last peer outbox message applied here.
+    poll_after = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["name", "id"]
@@ -66,6 +78,16 @@ class Connection(models.Model):
     @property
     def is_local(self) -> bool:
         return self.peer_id is not None
+
+    @property
+    def polls_peer(self) -> bool:
+        """Private mode, this side: we have no public URL, so we fetch the peer's messages ourselves."""
+        return self.private_mode and bool(self.remote_node_url)
+
+    @property
+    def polled_by_peer(self) -> bool:
+        """Private mode, the public side: the peer cannot be called; it fetches our messages instead."""
+        return self.private_mode and not self.remote_node_url
 
     @property
     def accepts_messages(self) -> bool:
@@ -106,3 +128,31 @@ class SeenNonce(models.Model):
 
     def __str__(self) -> str:
         return self.nonce
+
+
+class OutboundMessage(models.Model):
+    """A message for the peer node, written in the same transaction as the change it carries (outbox).
+
+    The sender task delivers undelivered messages in id order, in batches; a peer in private mode fetches
+    them instead. ``payload`` is the message exactly as it travels (see ``connections.node_views``).
+    """
+
+    class Kind(models.TextChoices):
+        EVENT = "event", "Sync event"
+        ACK = "ack", "Acknowledgement"
+        STATUS = "status", "Connection status"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="outbox")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    trace_id = models.CharField(max_length=64, blank=True, default="")
+    payload = models.JSONField()
+    size = models.PositiveIntegerField(default=0, help_text="Bytes of the payload as JSON.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["connection", "delivered_at", "id"], name="outbox_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.trace_id} to {self.connection}"

@@ -151,6 +151,11 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = env.float("Q_POLL", default=0.05)
+# --- Node-to-node protocol ------------------------------------------------------------------------------
+INVITATION_TTL_HOURS: float = env.float("INVITATION_TTL_HOURS", default=72)
+NODE_MAX_BODY_BYTES: int = env.int("NODE_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+NODE_RETRY_MAX_SECONDS: int = env.int("NODE_RETRY_MAX_SECONDS", default=300)  # delivery backoff cap
+
 # How long a worker may hold a twin before another may take it over (a crashed worker's work resumes then).
 PIPELINE_LEASE_SECONDS: int = env.int("PIPELINE_LEASE_SECONDS", default=60)
 # Run pipeline tasks in the calling process (unit tests, demos without a worker).

@@ -5,6 +5,8 @@ from __future__ import annotations
 SCHEDULES = [
     # Re-nudge work whose task was lost (crash, restart) and events whose backoff is over.
     {"name": "pipeline sweeper", "func": "replicas.tasks.sweep", "minutes": 1},
+    # Deliveries to peers that are due (backoff over, lost task) and polling of private-mode peers.
+    {"name": "node delivery sweeper", "func": "connections.tasks.sweep", "minutes": 1},
 ]
 
 

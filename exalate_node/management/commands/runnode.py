@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Start the web server and the sync worker (django-q2 qcluster) together. Ctrl-C stops both."
+    help = "Start the web server, the sync worker (django-q2 qcluster) and the sweeper. Ctrl-C stops them."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--addr", default=os.environ.get("NODE_ADDR", "127.0.0.1:8000"))
@@ -25,6 +25,8 @@ class Command(BaseCommand):
         procs = {"web": subprocess.Popen([*manage, "runserver", addr, "--noreload"])}
         if not no_worker:
             procs["worker"] = subprocess.Popen([*manage, "qcluster"])
+            # Retries to peers and lost-task recovery every few seconds (django-q2 schedules tick per minute).
+            procs["sweeper"] = subprocess.Popen([*manage, "node_sweeper"])
         self.stdout.write(self.style.SUCCESS(f"exalate-node is starting at http://{addr}/ (Ctrl-C stops it)"))
 
         stopping = False

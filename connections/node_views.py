@@ -1,0 +1,504 @@
+"""The node-to-node protocol (v1), served under ``/node/v1/``: machine endpoints, no session, no CSRF.
+
+Every request except the handshake is signed with the connection key (``connections.signing``): the
+sender names the *receiver's* connection uid in ``X-Exalate-Connection`` (its ``peer_uid``), so the lookup
+is direct. A request that fails authentication changes nothing (401); every answer to an authenticated
+request is signed, so the sender knows its peer (not a proxy) answered. Errors are JSON
+``{"detail": ..., "code": ...}``.
+
+Checks run cheapest first: body size (413), content type (415), signature and replay (401), JSON shape
+(400), then the connection's state (409).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from connections import signing
+from connections.models import Connection, SeenNonce
+
+logger = logging.getLogger(__name__)
+
+MAX_JSON_DEPTH = 64
+MAX_BATCH = 1000
+_ID_MAX = 200
+
+
+def max_body_bytes() -> int:
+    return int(getattr(settings, "NODE_MAX_BODY_BYTES", 10 * 1024 * 1024))
+
+
+class NodeRequestError(Exception):
+    """Answer the peer with ``status`` and a JSON error body; nothing was changed."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+class MessageRejected(NodeRequestError):
+    def __init__(self, detail: str, code: str = "invalid_message") -> None:
+        super().__init__(400, code, detail)
+
+
+def error_response(status: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail, "code": code}, status=status)
+
+
+# --- request intake -----------------------------------------------------------------------------------------
+
+
+def read_body(request: HttpRequest, *, limit: int | None = None) -> bytes:
+    """The raw body, refused (413) above the limit, by Content-Length and by what actually arrives."""
+    limit = max_body_bytes() if limit is None else limit
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise NodeRequestError(400, "bad_request", "The Content-Length header is not a number.")
+    if declared > limit:
+        raise _too_large(limit)
+    body = request.read(limit + 1)  # not request.body: DATA_UPLOAD_MAX_MEMORY_SIZE is for forms, not us
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
+
+
+def _too_large(limit: int) -> NodeRequestError:
+    return NodeRequestError(
+        413,
+        "too_large",
+        f"The request body is larger than this node accepts ({limit} bytes, NODE_MAX_BODY_BYTES). "
+        "Send smaller batches, or raise NODE_MAX_BODY_BYTES on this node.",
+    )
+
+
+def require_json(request: HttpRequest) -> None:
+    content_type = (request.META.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise NodeRequestError(
+            415, "unsupported_media_type", "Node requests carry JSON: send Content-Type: application/json."
+        )
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON (no NaN/Infinity), nested at most ``MAX_JSON_DEPTH`` levels."""
+
+    def reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=reject_constant)
+    except RecursionError:
+        raise NodeRequestError(400, "too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NodeRequestError(400, "malformed_json", f"The body is not valid UTF-8 JSON: {str(exc)[:200]}")
+    if _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise NodeRequestError(400, "too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
+    return data
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+@dataclass
+class Signed:
+    connection: Connection
+    key: bytes
+    nonce: str
+    body: bytes
+
+
+def authenticate(request: HttpRequest, body: bytes) -> Signed:
+    """Verify the signature and record the nonce (replay guard). Raises 401 without changing anything."""
+    try:
+        claimed = signing.peek_connection_id(request.headers)
+    except signing.SignatureError as exc:
+        raise NodeRequestError(401, exc.reason, exc.message)
+    try:
+        conn = Connection.objects.select_related("local_instance").get(uid=uuid.UUID(claimed))
+    except (ValueError, Connection.DoesNotExist):
+        conn = None
+    if conn is None or not conn.key or conn.is_local:
+        raise NodeRequestError(
+            401,
+            "unknown_connection",
+            "This node has no connection with that id. It was deleted here, or the request went to the "
+            "wrong node; re-establish the connection with a new invitation.",
+        )
+    key = bytes.fromhex(conn.key)
+    try:
+        signed = signing.verify_request(
+            key=key,
+            headers=request.headers,
+            method=request.method or "",
+            path=request.get_full_path(),
+            body=body,
+        )
+    except signing.SignatureError as exc:
+        raise NodeRequestError(401, exc.reason, exc.message)
+    if random.random() < 0.01:  # noqa: S311  (now and then, in case no sweeper runs)
+        from connections.tasks import prune_nonces
+
+        prune_nonces()
+    try:
+        with transaction.atomic():
+            SeenNonce.objects.create(connection=conn, nonce=signed.nonce)
+    except IntegrityError:
+        raise NodeRequestError(
+            401, "replayed", "This request was already received (its nonce was used). Send a new request."
+        )
+    return Signed(conn, key, signed.nonce, body)
+
+
+def signed_response(auth: Signed, data: dict[str, Any], status: int = 200) -> JsonResponse:
+    response = JsonResponse(data, status=status)
+    for name, value in signing.sign_response(
+        key=auth.key, status=status, body=response.content, request_nonce=auth.nonce
+    ).items():
+        response[name] = value
+    return response
+
+
+def node_endpoint(*methods: str) -> Callable:
+    """Wrap a view ``(request, auth, data, **kwargs)``: size, content type, signature, JSON; errors as JSON.
+
+    A POST carries JSON (``data``); a GET has no body (``data`` is None).
+
+    Errors after authentication are signed too, so the sender can trust a 400 came from its peer.
+    """
+
+    def wrap(view: Callable) -> Callable:
+        @csrf_exempt
+        @require_http_methods(list(methods))
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+            auth: Signed | None = None
+            try:
+                body = read_body(request)
+                is_post = request.method == "POST"
+                if is_post:
+                    require_json(request)
+                auth = authenticate(request, body)
+                data = parse_json(body) if is_post else None
+                response = view(request, auth, data, **kwargs)
+                if auth.connection.pk and (auth.connection.delivery_attempts or 0):
+                    from connections.tasks import peer_is_back
+
+                    peer_is_back(auth.connection.pk)
+                return response
+            except NodeRequestError as exc:
+                if auth is not None:
+                    return signed_response(auth, {"detail": exc.detail, "code": exc.code}, exc.status)
+                return error_response(exc.status, exc.code, exc.detail)
+
+        return wrapper
+
+    return wrap
+
+
+# --- messages -----------------------------------------------------------------------------------------------
+
+
+def _text(msg: dict[str, Any], name: str, index: int, *, required: bool = True, limit: int = _ID_MAX) -> str:
+    value = msg.get(name, "")
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or len(value) > limit or (required and not value):
+        raise MessageRejected(
+            f"Message {index}: '{name}' must be a non-empty string of at most {limit} characters."
+        )
+    return value
+
+
+def validate_messages(messages: Any) -> list[dict[str, Any]]:
+    """Check a whole batch before anything is stored: one bad message refuses the batch (400)."""
+    from replicas.models import SyncEvent
+    from replicas.schema import ReplicaInvalid, validate_replica
+
+    if not isinstance(messages, list):
+        raise MessageRejected('The body must be {"messages": [...]}.')
+    if len(messages) > MAX_BATCH:
+        raise MessageRejected(f"A batch carries at most {MAX_BATCH} messages; send smaller batches.")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise MessageRejected(f"Message {i} is not an object.")
+        kind = msg.get("type")
+        if kind == "event":
+            trace = _text(msg, "trace_id", i, limit=64)
+            try:
+                uuid.UUID(trace)
+            except ValueError:
+                raise MessageRejected(f"Message {i}: 'trace_id' is not a UUID.")
+            if msg.get("kind") not in SyncEvent.Kind.values:
+                raise MessageRejected(
+                    f"Message {i}: 'kind' must be one of {', '.join(SyncEvent.Kind.values)}."
+                )
+            seq = msg.get("seq")
+            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**31:
+                raise MessageRejected(f"Message {i}: 'seq' must be a non-negative integer.")
+            _text(msg, "remote_item_id", i)
+            replica = msg.get("replica")
+            if replica is None and msg["kind"] == SyncEvent.Kind.UNEXALATE:
+                continue
+            try:
+                validate_replica(replica)
+            except ReplicaInvalid as exc:
+                raise MessageRejected(f"Message {i} (trace {trace}): {exc}", code="replica_invalid")
+        elif kind == "ack":
+            trace = _text(msg, "trace_id", i, limit=64)
+            try:
+                uuid.UUID(trace)
+            except ValueError:
+                raise MessageRejected(f"Message {i}: 'trace_id' is not a UUID.")
+            _text(msg, "remote_item_id", i)
+            _text(msg, "local_item_id", i)
+            _text(msg, "remote_key", i, required=False)
+            _text(msg, "remote_url", i, required=False, limit=500)
+            links = msg.get("links", [])
+            if not isinstance(links, list) or len(links) > 10_000:
+                raise MessageRejected(f"Message {i}: 'links' must be a list.")
+            for link in links:
+                if not isinstance(link, dict) or not all(
+                    isinstance(link.get(k), str) and 0 < len(link[k]) <= _ID_MAX
+                    for k in ("kind", "local_id", "remote_id")
+                ):
+                    raise MessageRejected(
+                        f"Message {i}: each link needs kind, local_id and remote_id strings."
+                    )
+        elif kind == "status":
+            if msg.get("status") not in ("active", "deactivated"):
+                raise MessageRejected(f"Message {i}: 'status' must be 'active' or 'deactivated'.")
+        else:
+            raise MessageRejected(
+                f"Message {i}: unknown type {str(kind)[:40]!r} (expected event, ack or status)."
+            )
+    return messages
+
+
+def apply_messages(connection: Connection, messages: list[dict[str, Any]]) -> list[str]:
+    """Store a validated batch in order (call inside a transaction). Idempotent: a redelivered message is a
+    no-op. Returns the trace ids (status messages add none)."""
+    from replicas import pipeline
+
+    accepted = []
+    for msg in messages:
+        if msg["type"] == "event":
+            pipeline.receive(
+                connection=connection,
+                trace_id=msg["trace_id"],
+                kind=msg["kind"],
+                seq=msg["seq"],
+                replica=msg.get("replica"),
+                remote_item_id=msg["remote_item_id"],
+            )
+            accepted.append(msg["trace_id"])
+        elif msg["type"] == "ack":
+            pipeline.acknowledge(
+                connection=connection,
+                trace_id=msg["trace_id"],
+                remote_item_id=msg["remote_item_id"],
+                remote_key=msg.get("remote_key") or "",
+                remote_url=msg.get("remote_url") or "",
+                local_item_id=msg["local_item_id"],
+                links=msg.get("links") or [],
+            )
+            accepted.append(msg["trace_id"])
+        else:
+            apply_peer_status(connection, msg["status"])
+    return accepted
+
+
+def apply_peer_status(connection: Connection, status: str) -> None:
+    """The peer (de)activated its side: mirror it here without notifying back (no ping-pong).
+
+    An ``error`` status here is a local fault an admin resolves; the peer's activation does not clear it.
+    """
+    from replicas.pipeline import nudge, pending_twins
+
+    if status == Connection.Status.DEACTIVATED:
+        Connection.objects.filter(pk=connection.pk, status=Connection.Status.ACTIVE).update(
+            status=Connection.Status.DEACTIVATED,
+            status_message="Deactivated on the other node; changes are queued until it is activated again.",
+        )
+    elif status == Connection.Status.ACTIVE:
+        changed = Connection.objects.filter(pk=connection.pk, status=Connection.Status.DEACTIVATED).update(
+            status=Connection.Status.ACTIVE, status_message="", activated_at=timezone.now()
+        )
+        if changed:
+            for twin_id in pending_twins(connection.pk):
+                nudge(twin_id)
+
+
+def _require_open(conn: Connection) -> None:
+    if conn.status == Connection.Status.PENDING:
+        raise NodeRequestError(
+            409, "not_active", "This side of the connection is still pending; accept the invitation first."
+        )
+
+
+@node_endpoint("GET", "POST")
+def messages(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
+    """POST: an ordered batch from the peer. GET: a private-mode peer fetches what we hold for it."""
+    if request.method == "GET":
+        return _serve_outbox(request, auth)
+    conn = auth.connection
+    _require_open(conn)
+    if not isinstance(data, dict):
+        raise MessageRejected('The body must be {"messages": [...]}.')
+    batch = validate_messages(data.get("messages"))
+    with transaction.atomic():
+        accepted = apply_messages(conn, batch)
+    return signed_response(auth, {"accepted": accepted}, 202)
+
+
+def _serve_outbox(request: HttpRequest, auth: Signed) -> HttpResponse:
+    from connections.tasks import BATCH_MESSAGES, next_batch
+
+    conn = auth.connection
+    _require_open(conn)
+    if not conn.polled_by_peer:
+        raise NodeRequestError(
+            409, "not_private", "This connection is not in private mode: messages are pushed to you."
+        )
+    try:
+        after = int(request.GET.get("after") or 0)
+        limit = max(1, min(int(request.GET.get("limit") or BATCH_MESSAGES), BATCH_MESSAGES))
+    except ValueError:
+        raise NodeRequestError(400, "bad_request", "'after' and 'limit' must be integers.")
+    batch = next_batch(conn.pk, after=after, limit=limit)
+    return signed_response(auth, {"messages": [{"id": m.pk, **m.payload} for m in batch]})
+
+
+@node_endpoint("POST")
+def messages_ack(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
+    """A private-mode peer applied these outbox messages: they are delivered."""
+    from connections.tasks import mark_delivered
+
+    ids = data.get("ids") if isinstance(data, dict) else None
+    if (
+        not isinstance(ids, list)
+        or len(ids) > MAX_BATCH
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+    ):
+        raise MessageRejected('The body must be {"ids": [message ids]}.')
+    count = mark_delivered(auth.connection, ids)
+    return signed_response(auth, {"acknowledged": count})
+
+
+@node_endpoint("POST")
+def status(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
+    """The peer activated, deactivated or deleted its side of the connection."""
+    value = data.get("status") if isinstance(data, dict) else None
+    conn = auth.connection
+    if value not in ("active", "deactivated", "deleted"):
+        raise MessageRejected("'status' must be 'active', 'deactivated' or 'deleted'.")
+    if value == "deleted":
+        response = signed_response(auth, {"status": "deleted"})
+        with transaction.atomic():
+            Connection.objects.filter(pk=conn.pk).update(peer=None)
+            Connection.objects.filter(pk=conn.pk).delete()
+        return response
+    _require_open(conn)
+    with transaction.atomic():
+        apply_peer_status(conn, value)
+    return signed_response(auth, {"status": Connection.objects.get(pk=conn.pk).status})
+
+
+# Signing a streamed body would mean buffering it. Instead the response signature covers the status and
+# the X-Content-SHA256 header (the MAC's "body" is the hex digest); the client checks the streamed bytes
+# against that digest, and the pipeline checks them against the replica's sha256 as well.
+@node_endpoint("GET")
+def attachment(
+    request: HttpRequest, auth: Signed, _data: Any, item_id: str, attachment_id: str
+) -> HttpResponse:
+    """Stream an attachment of an item that is under sync on this connection (else 404)."""
+    from instances.connectors import ConnectorError, get_connector
+    from replicas.models import Twin
+
+    conn = auth.connection
+    not_found = NodeRequestError(404, "not_found", "No such attachment on an item synced on this connection.")
+    if not Twin.objects.filter(connection=conn, local_id=item_id).exists():
+        raise not_found
+    connector = get_connector(conn.local_instance)
+    try:
+        item = connector.get_item(item_id)
+    except ConnectorError:
+        raise not_found
+    meta = next((a for a in item.get("attachments") or [] if str(a.get("id")) == attachment_id), None)
+    if meta is None:
+        raise not_found
+    sha = str(meta.get("sha256") or "").lower()
+    try:
+        chunks = connector.open_attachment(item_id, attachment_id)
+        first = next(chunks, b"")  # surfaces "missing file" errors before the 200 goes out
+    except ConnectorError:
+        raise not_found
+
+    def stream() -> Any:
+        digest = hashlib.sha256()
+        if first:
+            digest.update(first)
+            yield first
+        for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+
+    response = StreamingHttpResponse(
+        stream(), content_type=meta.get("mimeType") or "application/octet-stream"
+    )
+    response["X-Content-SHA256"] = sha
+    if meta.get("size") is not None:
+        response["Content-Length"] = str(meta["size"])
+    for name, value in signing.sign_response(
+        key=auth.key, status=200, body=sha.encode(), request_nonce=auth.nonce
+    ).items():
+        response[name] = value
+    return response
+
+
+# --- handshake (unsigned: the invitation secret proves the caller) ------------------------------------------
+
+HANDSHAKE_MAX_BYTES = 64 * 1024
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def handshake(request: HttpRequest) -> HttpResponse:
+    """The acceptor presents the invitation id, its ephemeral key and proof; see ``connections.handshake``."""
+    from connections.handshake import HandshakeError, handshake_answer
+
+    try:
+        body = read_body(request, limit=HANDSHAKE_MAX_BYTES)
+        require_json(request)
+        data = parse_json(body)
+    except NodeRequestError as exc:
+        return error_response(exc.status, exc.code, exc.detail)
+    try:
+        answer = handshake_answer(data)
+    except HandshakeError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    return JsonResponse(answer, status=200)

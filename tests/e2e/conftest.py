@@ -1,0 +1,225 @@
+"""Real node processes for end-to-end tests: each node has its own VAR_DIR (secrets, media), its own
+database (SQLite file, or its own PostgreSQL database when DATABASE_URL points at PostgreSQL), its own
+Redis DB number and cluster name when REDIS_URL is set, and runs web + worker + sweeper on a free loopback
+port. Every process is started in its own process group and killed with it at teardown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+MANAGE = [sys.executable, str(ROOT / "manage.py")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_admin(url: str):  # type: ignore[no-untyped-def]
+    import psycopg
+
+    parts = urlsplit(url)
+    return psycopg.connect(
+        host=parts.hostname or "localhost",
+        port=parts.port or 5432,
+        user=parts.username,
+        password=parts.password,
+        dbname=(parts.path.lstrip("/") or "postgres"),
+        autocommit=True,
+    )
+
+
+class Node:
+    """One node: its environment, its processes, and shortcuts to its manage.py and API."""
+
+    def __init__(self, name: str, var_dir: Path, *, index: int) -> None:
+        self.name = name
+        self.var_dir = var_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.db_name = ""
+        self.token = ""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SECRET_KEY", "SECRETS_KEYS", "DJANGO_", "MEDIA_ROOT", "NODE_"))
+        }
+        env.update(
+            DJANGO_SETTINGS_MODULE="exalate_node.settings",
+            DEBUG="true",
+            TASKS_INLINE="false",
+            Q_POLL="0.05",
+            Q_WORKERS="2",
+            VAR_DIR=str(var_dir),
+            MEDIA_ROOT=str(var_dir / "media"),
+            NODE_URL=self.url,
+            NODE_NAME=f"node-{name}",
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            Q_CLUSTER_NAME=f"exalate-e2e-{name}-{os.getpid()}",
+            PYTHONUNBUFFERED="1",
+            LOG_LEVEL="WARNING",
+        )
+        database_url = os.environ.get("DATABASE_URL", "")
+        if database_url.startswith(("postgres://", "postgresql://", "pgsql://")):
+            self.db_name = f"exalate_e2e_{name}_{os.getpid()}"
+            parts = urlsplit(database_url)
+            self.admin_url = database_url
+            env["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{self.db_name}"))
+        else:
+            env.pop("DATABASE_URL", None)  # SQLite under the node's VAR_DIR
+        redis_url = os.environ.get("REDIS_URL", "")
+        if redis_url:
+            parts = urlsplit(redis_url)
+            env["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{10 + index}"))
+        self.env = env
+
+    # --- life-cycle -----------------------------------------------------------------------------------------
+
+    def create_database(self) -> None:
+        if self.db_name:
+            with _pg_admin(self.admin_url) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}"')
+                conn.execute(f'CREATE DATABASE "{self.db_name}"')
+
+    def drop_database(self) -> None:
+        if self.db_name:
+            with _pg_admin(self.admin_url) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def manage(self, *args: str, input: str | None = None, timeout: float = 60) -> str:
+        result = subprocess.run(
+            [*MANAGE, *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise AssertionError(
+                f"manage.py {' '.join(args)} on node {self.name} failed:\n{result.stderr[-3000:]}"
+            )
+        return result.stdout
+
+    def shell(self, code: str) -> Any:
+        """Run Python in the node's Django; the snippet prints one JSON value as its last line."""
+        out = self.manage("shell", "-c", code)
+        return json.loads(out.strip().splitlines()[-1])
+
+    def start(self) -> None:
+        log = open(self.var_dir / "processes.log", "ab")  # noqa: SIM115  (kept open for the children)
+        for args in (
+            ["runserver", f"127.0.0.1:{self.port}", "--noreload"],
+            ["qcluster"],
+            ["node_sweeper", "--interval", "0.5"],
+        ):
+            self.procs.append(
+                subprocess.Popen(
+                    [*MANAGE, *args], env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+                )
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise AssertionError(
+                        f"Node {self.name} exited early; see {self.var_dir / 'processes.log'}"
+                    )
+            time.sleep(0.1)
+        raise AssertionError(f"Node {self.name} did not answer /healthz within 30 s")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        # A short grace period: the pipeline must survive a hard kill anyway (the sweepers re-nudge).
+        deadline = time.monotonic() + 3
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=5)
+        self.procs = []
+
+    # --- API ------------------------------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        headers = {"Authorization": f"Token {self.token}", **kw.pop("headers", {})}
+        return requests.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=10, **kw)
+
+    def issues(self) -> list[dict[str, Any]]:
+        resp = self.api("GET", "/tracker/issues/")
+        resp.raise_for_status()
+        data = resp.json()
+        return data["results"] if isinstance(data, dict) else data
+
+
+SETUP = """
+import json
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from instances.models import Instance
+from instances.tracker import services
+User = get_user_model()
+user, _ = User.objects.get_or_create(username="admin", defaults=dict(is_staff=True, is_superuser=True))
+token, _ = Token.objects.get_or_create(user=user)
+inst = Instance.objects.filter(name="NAME").first()
+if inst is None:
+    inst = Instance.objects.create(name="NAME", tracker_type="builtin")
+    services.project_create(instance=inst, key="KEY", name="NAME")
+print(json.dumps(dict(token=token.key, instance=inst.uid)))
+"""
+
+
+@pytest.fixture(scope="module")
+def node_factory(tmp_path_factory):  # type: ignore[no-untyped-def]
+    nodes: list[Node] = []
+
+    def make(name: str, *, instance: str, key: str) -> Node:
+        node = Node(name, tmp_path_factory.mktemp(f"node-{name}"), index=len(nodes))
+        nodes.append(node)
+        node.create_database()
+        node.manage("migrate", "--noinput", timeout=120)
+        info = node.shell(SETUP.replace("NAME", instance).replace("KEY", key))
+        node.token, node.instance_uid = info["token"], info["instance"]
+        node.start()
+        return node
+
+    try:
+        yield make
+    finally:
+        for node in nodes:
+            node.stop()
+        for node in nodes:
+            try:
+                node.drop_database()
+            except Exception as exc:  # teardown must go on for the other node
+                print(f"Could not drop {node.db_name}: {exc}")
