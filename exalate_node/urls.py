@@ -14,6 +14,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("ui/", include("exalate_node.ui.urls")),
     path("api/v1/auth/token/", views.ObtainToken.as_view(), name="api-token"),
     path("api/v1/", include("exalate_node.api_urls")),
     path("node/v1/", include("connections.node_urls")),

@@ -12,7 +12,8 @@ from exalate_node import __version__
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("admin:index")
+    """The node's front page is the admin UI's dashboard (which asks for a staff login)."""
+    return redirect("ui:dashboard")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

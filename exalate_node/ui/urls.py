@@ -1,0 +1,35 @@
+"""URLs of the admin UI, mounted at /ui/ (namespace ``ui``)."""
+
+from django.urls import path
+
+from exalate_node.ui import views
+
+app_name = "ui"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("connections/", views.connection_list, name="connections"),
+    path("connections/initiate/", views.connection_initiate, name="initiate"),
+    path("connections/accept/", views.connection_accept, name="accept"),
+    path("connections/<int:pk>/", views.connection_detail, name="connection"),
+    path("connections/<int:pk>/activate/", views.connection_activate, name="activate"),
+    path("connections/<int:pk>/deactivate/", views.connection_deactivate, name="deactivate"),
+    path("connections/<int:pk>/delete/", views.connection_delete, name="delete"),
+    path("connections/<int:pk>/exalate/", views.connection_exalate, name="exalate"),
+    path("connections/<int:pk>/invite/", views.connection_invite_again, name="invite"),
+    path("connections/<int:pk>/rules/", views.rules_edit, name="rules"),
+    path("connections/<int:pk>/mapping/", views.rules_mapping, name="mapping"),
+    path("status/", views.entity_status, name="status"),
+    path("twins/<int:pk>/sync/", views.twin_sync, name="twin_sync"),
+    path("twins/<int:pk>/unexalate/", views.twin_unexalate, name="twin_unexalate"),
+    path("queue/", views.queue, name="queue"),
+    path("errors/", views.error_list, name="errors"),
+    path("errors/<int:pk>/resolve/", views.error_resolve, name="error_resolve"),
+    path("errors/<int:pk>/retry/", views.error_retry, name="error_retry"),
+    path("tracker/", views.tracker_list, name="tracker"),
+    path("tracker/new/", views.tracker_issue_create, name="issue_create"),
+    path("tracker/attachments/<int:pk>/", views.tracker_attachment, name="attachment"),
+    path("tracker/<str:key>/", views.tracker_issue, name="issue"),
+    path("tracker/<str:key>/comment/", views.tracker_comment, name="comment"),
+    path("tracker/<str:key>/attach/", views.tracker_attach, name="attach"),
+]

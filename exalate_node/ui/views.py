@@ -1,0 +1,865 @@
+"""Admin UI views. Thin: they read through selectors and querysets, write through the services, and turn
+service errors into messages that say what went wrong and what to do next.
+
+Every view requires a staff login; every state change is a POST (CSRF-protected by the middleware).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from datetime import datetime
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q, QuerySet
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from connections import services as connection_services
+from connections.models import Connection
+from exalate_node.ui import forms
+from instances.models import Attachment, Instance, Issue, Project
+from instances.tracker import services as tracker
+from replicas import pipeline
+from replicas.models import SyncError, SyncEvent, Twin
+from syncrules import services as rules
+from syncrules.models import RulesVersion
+
+QUEUED = (SyncEvent.Status.PENDING, SyncEvent.Status.PROCESSING, SyncEvent.Status.SENT)
+PAGE_SIZE = 25
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    """Render a UI page inside the admin's frame (header, user tools, theme), without the app sidebar."""
+    ctx = {**admin.site.each_context(request), "is_nav_sidebar_enabled": False, **context}
+    return render(request, template, ctx, status=status)
+
+
+def _back(request: HttpRequest, default: str) -> HttpResponse:
+    """Redirect to the page the form came from (``next``), if it is ours, else to ``default``."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return redirect(target)
+    return redirect(default)
+
+
+def _actor(request: HttpRequest) -> str:
+    return request.user.email or request.user.get_username()
+
+
+def _pretty(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _diff(before: str, after: str, before_name: str, after_name: str) -> list[tuple[str, str]]:
+    """A unified diff as (css class, line) pairs for the template."""
+    lines = []
+    for line in difflib.unified_diff(
+        before.splitlines(), after.splitlines(), before_name, after_name, lineterm="", n=3
+    ):
+        if line.startswith(("+++", "---")):
+            cls = "meta"
+        elif line.startswith("@@"):
+            cls = "hunk"
+        elif line.startswith("+"):
+            cls = "add"
+        elif line.startswith("-"):
+            cls = "del"
+        else:
+            cls = "ctx"
+        lines.append((cls, line))
+    return lines
+
+
+def connections_annotated() -> QuerySet[Connection]:
+    """Connections with their items under sync, queued and failed events, in one query (as the API does)."""
+    active = Q(twins__unexalated_at__isnull=True) & ~Q(twins__local_id="")
+    return (
+        Connection.objects.select_related("local_instance", "remote_instance", "peer")
+        .annotate(
+            items_under_sync=Count("twins", filter=active, distinct=True),
+            queued_events=Count("events", filter=Q(events__status__in=QUEUED), distinct=True),
+            failed_events=Count("events", filter=Q(events__status=SyncEvent.Status.FAILED), distinct=True),
+        )
+        .order_by("name", "id")
+    )
+
+
+# --- dashboard ----------------------------------------------------------------------------------------------
+
+
+@staff_member_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Connections at a glance, recent events, open errors and how much is waiting."""
+    queue = SyncEvent.objects.filter(status__in=QUEUED).aggregate(
+        outgoing=Count("id", filter=Q(direction=SyncEvent.Direction.OUTGOING)),
+        incoming=Count("id", filter=Q(direction=SyncEvent.Direction.INCOMING)),
+    )
+    open_errors = SyncError.objects.filter(resolved_at__isnull=True)
+    context = {
+        "title": "Dashboard",
+        "connections": connections_annotated()[:20],
+        "queue": queue,
+        "failed_events": SyncEvent.objects.filter(status=SyncEvent.Status.FAILED).count(),
+        "twin_count": Twin.objects.filter(unexalated_at__isnull=True).exclude(local_id="").count(),
+        "recent_events": SyncEvent.objects.select_related("connection", "connection__local_instance")[:10],
+        "open_errors": open_errors.select_related("connection", "twin")[:6],
+        "open_error_count": open_errors.count(),
+    }
+    return _page(request, "ui/dashboard.html", context)
+
+
+# --- connections --------------------------------------------------------------------------------------------
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def connection_list(request: HttpRequest) -> HttpResponse:
+    """Every connection with its counts and actions; the form creates a local connection."""
+    form = forms.LocalConnectionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            side_a, _side_b = connection_services.connection_create_local(**form.cleaned_data)
+        except connection_services.ConnectionError_ as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request,
+                f"Local connection “{side_a.name}” is active on both sides. "
+                "Exalate an item to start syncing it.",
+            )
+            return redirect("ui:connection", pk=side_a.pk)
+    context = {
+        "title": "Connections",
+        "connections": connections_annotated(),
+        "form": form,
+        "local_instance_count": forms.local_instances().count(),
+    }
+    return _page(request, "ui/connections/list.html", context, status=400 if form.errors else 200)
+
+
+@staff_member_required
+@require_GET
+def connection_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One side of a connection: its state, its items under sync and the exalate form."""
+    connection = get_object_or_404(connections_annotated(), pk=pk)
+    twins = (
+        Twin.objects.filter(connection=connection)
+        .annotate(open_errors=Count("errors", filter=Q(errors__resolved_at__isnull=True)))
+        .order_by("-id")
+    )
+    paginator = Paginator(twins, PAGE_SIZE)
+    context = {
+        "title": f"Connection: {connection.name}",
+        "connection": connection,
+        "twins": paginator.get_page(request.GET.get("page")),
+        "exalate_form": forms.ItemKeyForm(),
+        "rules": RulesVersion.objects.filter(connection=connection).order_by("-version").first(),
+        "pending_invitation": connection.invitations.filter(
+            used_at__isnull=True, revoked_at__isnull=True
+        ).first(),
+    }
+    return _page(request, "ui/connections/detail.html", context)
+
+
+def _connection_action(request: HttpRequest, pk: int, action: Any, done: str) -> HttpResponse:
+    connection = get_object_or_404(Connection, pk=pk)
+    try:
+        action(connection=connection)
+    except connection_services.ConnectionError_ as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, done.format(name=connection.name))
+    return _back(request, reverse("ui:connections"))
+
+
+@staff_member_required
+@require_POST
+def connection_activate(request: HttpRequest, pk: int) -> HttpResponse:
+    return _connection_action(
+        request,
+        pk,
+        connection_services.connection_activate,
+        "“{name}” is active: queued changes are being sent in order.",
+    )
+
+
+@staff_member_required
+@require_POST
+def connection_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
+    return _connection_action(
+        request,
+        pk,
+        connection_services.connection_deactivate,
+        "“{name}” is paused: changes are queued and flow in order when you activate it again.",
+    )
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def connection_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks for confirmation; POST deletes (both sides of a local connection)."""
+    connection = get_object_or_404(connections_annotated(), pk=pk)
+    if request.method == "POST":
+        name = connection.name
+        connection_services.connection_delete(connection=connection)
+        messages.success(request, f"Connection “{name}” was deleted. The synced items stay as they are.")
+        return redirect("ui:connections")
+    return _page(
+        request, "ui/connections/delete.html", {"title": "Delete connection", "connection": connection}
+    )
+
+
+@staff_member_required
+@require_POST
+def connection_exalate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start syncing a local item on this connection (or send its current state again)."""
+    connection = get_object_or_404(Connection, pk=pk)
+    form = forms.ItemKeyForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Enter the key of a local item, e.g. SUP-1.")
+        return _back(request, reverse("ui:connection", args=[pk]))
+    try:
+        twin = pipeline.exalate(connection=connection, key=form.cleaned_data["key"])
+    except pipeline.OperationError as exc:
+        messages.error(request, str(exc))
+        return _back(request, reverse("ui:connection", args=[pk]))
+    twin.refresh_from_db()
+    messages.success(
+        request, f"{twin.local_key} is queued on “{connection.name}” (now: {twin.get_state_display()})."
+    )
+    url = reverse("ui:status") + f"?instance={connection.local_instance_id}&key={twin.local_key}"
+    return redirect(url)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def connection_initiate(request: HttpRequest) -> HttpResponse:
+    """Initiate a connection with another node: ends on the invitation code to give the other admin."""
+    from connections.handshake import HandshakeError
+    from connections.handshake import connection_initiate as initiate
+
+    form = forms.InitiateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            connection, code = initiate(**form.cleaned_data, user=request.user.get_username())
+        except HandshakeError as exc:
+            form.add_error(None, exc.message)
+        else:
+            return _invitation_page(request, connection, code)
+    context = {"title": "Initiate a connection", "form": form}
+    return _page(request, "ui/connections/initiate.html", context, status=400 if form.errors else 200)
+
+
+def _invitation_page(request: HttpRequest, connection: Connection, code: str) -> HttpResponse:
+    from connections.invitation import invitation_fingerprint
+
+    invitation = connection.invitations.order_by("-created_at").first()
+    context = {
+        "title": "Invitation code",
+        "connection": connection,
+        "code": code,
+        "expires_at": invitation.expires_at if invitation else None,
+        "fingerprint": invitation_fingerprint(code),
+    }
+    return _page(request, "ui/connections/invitation.html", context)
+
+
+@staff_member_required
+@require_POST
+def connection_invite_again(request: HttpRequest, pk: int) -> HttpResponse:
+    """A fresh invitation code for a pending connection (the first one expired or got lost)."""
+    from connections.handshake import HandshakeError, invitation_create
+
+    connection = get_object_or_404(Connection, pk=pk)
+    try:
+        _invitation, code = invitation_create(connection=connection, user=request.user.get_username())
+    except HandshakeError as exc:
+        messages.error(request, exc.message)
+        return redirect("ui:connection", pk=pk)
+    return _invitation_page(request, connection, code)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def connection_accept(request: HttpRequest) -> HttpResponse:
+    """Accept an invitation: first show what the code connects to, then connect on confirmation."""
+    from connections.handshake import HandshakeError, preview_invitation
+    from connections.handshake import connection_accept as accept
+    from connections.invitation import InvitationError
+
+    form = forms.AcceptForm(request.POST or None)
+    preview = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            preview = preview_invitation(data["code"])
+            if request.POST.get("confirm") == "1":
+                connection = accept(
+                    code=data["code"],
+                    local_instance=data["local_instance"],
+                    user=request.user.get_username(),
+                    name=data["name"] or None,
+                )
+                messages.success(request, f"Connected: “{connection.name}” is {connection.status}.")
+                return redirect("ui:connection", pk=connection.pk)
+        except InvitationError as exc:
+            form.add_error("code", exc.message)
+            preview = None
+        except HandshakeError as exc:
+            form.add_error(None, exc.message)
+    if preview:
+        preview["expires"] = datetime.fromisoformat(preview["expires_at"])
+    context = {"title": "Accept an invitation", "form": form, "preview": preview}
+    return _page(request, "ui/connections/accept.html", context, status=400 if form.errors else 200)
+
+
+# --- entity sync status -------------------------------------------------------------------------------------
+
+
+def _find_instance(key: str) -> Instance | None:
+    """The instance an item key belongs to, when it can be told without asking a tracker."""
+    issue = Issue.objects.select_related("project__instance").filter(key=key.upper()).first()
+    if issue is not None:
+        return issue.project.instance
+    local = list(forms.local_instances()[:2])
+    return local[0] if len(local) == 1 else None
+
+
+@staff_member_required
+@require_GET
+def entity_status(request: HttpRequest) -> HttpResponse:
+    """Entity Sync Status: per connection an item is synced on, its state, replicas, diff and timeline."""
+    from replicas.selectors import sync_status
+
+    form = forms.StatusForm(request.GET or None)
+    status, twins = None, []
+    if form.is_bound and form.is_valid():
+        key = form.cleaned_data["key"]
+        instance = form.cleaned_data["instance"] or _find_instance(key)
+        if instance is None:
+            form.add_error("instance", f"Choose the instance {key} belongs to: no built-in tracker has it.")
+        else:
+            try:
+                status = sync_status(instance=instance, key=key)
+            except Exception as exc:  # a tracker that cannot be reached must not break the page
+                form.add_error(None, f"Could not look up {key} in {instance.name}: {exc}")
+            else:
+                status["instance_obj"] = instance
+                twins = _status_twins(status)
+    context = {
+        "title": "Entity Sync Status",
+        "form": form,
+        "status": status,
+        "twins": twins,
+        "item": _local_issue(status),
+    }
+    return _page(request, "ui/status.html", context)
+
+
+def _local_issue(status: dict[str, Any] | None) -> Issue | None:
+    if not status or status["instance_obj"].tracker_type != "builtin":
+        return None
+    return Issue.objects.filter(key=status["key"].upper(), project__instance=status["instance_obj"]).first()
+
+
+def _status_twins(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add what the template shows: pretty replicas, the diff of the last two remote ones, the models."""
+    ids = [t["id"] for t in status["twins"]]
+    models = Twin.objects.select_related("connection", "connection__remote_instance").in_bulk(ids)
+    rule_ids = {e["rules_version"] for t in status["twins"] for e in t["events"] if e["rules_version"]}
+    numbers = dict(RulesVersion.objects.filter(pk__in=rule_ids).values_list("pk", "version"))
+    rows = []
+    for data in status["twins"]:
+        for event in data["events"]:
+            event["rules_number"] = numbers.get(event["rules_version"])
+        twin = models[data["id"]]
+        remote, previous = _pretty(data["remote_replica"]), _pretty(data["previous_remote_replica"])
+        rows.append(
+            {
+                **data,
+                "twin": twin,
+                "local_pretty": _pretty(data["local_replica"]),
+                "remote_pretty": remote,
+                "remote_diff": _diff(previous, remote, "previous remote replica", "remote replica")
+                if previous
+                else [],
+            }
+        )
+    return rows
+
+
+@staff_member_required
+@require_POST
+def twin_sync(request: HttpRequest, pk: int) -> HttpResponse:
+    """Sync now: send the item's current state again."""
+    twin = get_object_or_404(Twin.objects.select_related("connection"), pk=pk)
+    try:
+        pipeline.exalate(connection=twin.connection, key=twin.local_key)
+    except pipeline.OperationError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, f"{twin.local_key}: its current state is queued on “{twin.connection.name}”."
+        )
+    return _back(request, reverse("ui:dashboard"))
+
+
+@staff_member_required
+@require_POST
+def twin_unexalate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop syncing the item on this connection; both items stay."""
+    twin = get_object_or_404(Twin.objects.select_related("connection"), pk=pk)
+    pipeline.unexalate(twin=twin)
+    messages.success(
+        request,
+        f"{twin.local_key} is no longer synced on “{twin.connection.name}”; both items stay. "
+        "Use Sync now to start again.",
+    )
+    return _back(request, reverse("ui:dashboard"))
+
+
+# --- sync queue ---------------------------------------------------------------------------------------------
+
+
+@staff_member_required
+@require_GET
+def queue(request: HttpRequest) -> HttpResponse:
+    """Outgoing and incoming sync events, newest first, filtered and paginated."""
+    direction = request.GET.get("direction", SyncEvent.Direction.OUTGOING)
+    if direction not in SyncEvent.Direction.values:
+        direction = SyncEvent.Direction.OUTGOING
+    form = forms.QueueFilterForm(request.GET)
+    events = SyncEvent.objects.select_related("connection", "connection__local_instance", "twin").order_by(
+        "-id"
+    )
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["connection"]:
+            events = events.filter(connection=data["connection"])
+        if data["status"]:
+            events = events.filter(status=data["status"])
+        if data["key"]:
+            events = events.filter(item_key__iexact=data["key"].strip())
+    counts = events.aggregate(
+        out=Count("id", filter=Q(direction=SyncEvent.Direction.OUTGOING)),
+        inc=Count("id", filter=Q(direction=SyncEvent.Direction.INCOMING)),
+    )
+    page = Paginator(events.filter(direction=direction), PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"title": "Sync queue", "form": form, "direction": direction, "page": page, "counts": counts}
+    return _page(request, "ui/queue.html", context)
+
+
+# --- errors -------------------------------------------------------------------------------------------------
+
+
+@staff_member_required
+@require_GET
+def error_list(request: HttpRequest) -> HttpResponse:
+    """Errors grouped by impact (entity, connection, node, trigger); open ones by default."""
+    show = request.GET.get("show", "open")
+    errors = SyncError.objects.select_related("connection", "connection__local_instance", "twin", "event")
+    if show == "open":
+        errors = errors.filter(resolved_at__isnull=True)
+    elif show == "resolved":
+        errors = errors.filter(resolved_at__isnull=False)
+    groups = []
+    for impact, label in SyncError.Impact.choices:
+        rows = list(errors.filter(impact=impact).order_by("-id")[:100])
+        groups.append({"impact": impact, "label": label, "errors": rows})
+    context = {
+        "title": "Errors",
+        "show": show,
+        "groups": groups,
+        "total": sum(len(g["errors"]) for g in groups),
+    }
+    return _page(request, "ui/errors.html", context)
+
+
+@staff_member_required
+@require_POST
+def error_resolve(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resolve without retry: a failed event is skipped and its item goes on with the next change."""
+    error = get_object_or_404(SyncError, pk=pk)
+    pipeline.error_resolve(error=error, retry=False)
+    messages.success(request, "Resolved. The failed change was skipped; later changes of the item go on.")
+    return _back(request, reverse("ui:errors"))
+
+
+@staff_member_required
+@require_POST
+def error_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resolve and retry: the blocked event (or held connection) goes again."""
+    error = get_object_or_404(SyncError, pk=pk)
+    pipeline.error_resolve(error=error, retry=True)
+    again = SyncError.objects.filter(resolved_at__isnull=True, pk__gt=error.pk)
+    if error.twin_id:
+        again = again.filter(twin_id=error.twin_id)
+    elif error.connection_id:
+        again = again.filter(connection_id=error.connection_id)
+    if again.exists():
+        messages.warning(request, "Retried, but it failed again; the new error is listed below.")
+    else:
+        messages.success(request, "Resolved and retried: the change is on its way again.")
+    return _back(request, reverse("ui:errors"))
+
+
+# --- rules editor -------------------------------------------------------------------------------------------
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def rules_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Edit this side's scripts: validate, dry-run against an item, publish; the version history."""
+    connection = get_object_or_404(
+        Connection.objects.select_related("local_instance", "remote_instance"), pk=pk
+    )
+    current = rules.rules_current(connection)
+    form = forms.RulesForm(
+        request.POST or None, initial={"outgoing": current.outgoing, "incoming": current.incoming}
+    )
+    problems: list[dict[str, Any]] | None = None
+    dry_run: dict[str, Any] | None = None
+    action = request.POST.get("action", "")
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        if action == "publish":
+            try:
+                version = rules.rules_publish(
+                    connection=connection,
+                    outgoing=data["outgoing"],
+                    incoming=data["incoming"],
+                    note=data["note"],
+                    published_by=request.user.get_username(),
+                )
+            except rules.RulesInvalid as exc:
+                problems = exc.problems
+                form.add_error(None, f"Not published. {exc} Fix it and publish again.")
+            else:
+                messages.success(
+                    request,
+                    f"Published version {version.version}. New changes run with it; "
+                    "retry failed events on the Errors page.",
+                )
+                return redirect("ui:rules", pk=pk)
+        elif action == "validate":
+            problems = rules.rules_validate(outgoing=data["outgoing"], incoming=data["incoming"])
+        elif action == "dryrun":
+            dry_run = _dry_run(connection, form)
+    return _rules_page(request, connection, current, form, problems=problems, dry_run=dry_run, action=action)
+
+
+def _rules_page(
+    request: HttpRequest,
+    connection: Connection,
+    current: RulesVersion,
+    form: forms.RulesForm,
+    *,
+    problems: list[dict[str, Any]] | None = None,
+    dry_run: dict[str, Any] | None = None,
+    action: str = "",
+) -> HttpResponse:
+    versions = list(RulesVersion.objects.filter(connection=connection).order_by("-version")[:50])
+    context = {
+        "title": f"Sync rules: {connection.name}",
+        "connection": connection,
+        "current": current,
+        "form": form,
+        "problems": problems,
+        "problem_lines": _problem_lines(problems or []),
+        "dry_run": dry_run,
+        "versions": versions,
+        "version_diff": _version_diff(connection, request.GET.get("diff")),
+        "action": action,
+    }
+    return _page(request, "ui/rules.html", context)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def rules_mapping(request: HttpRequest, pk: int) -> HttpResponse:
+    """Visual mapping: pick fields; POST writes the generated scripts into the rules editor, unpublished."""
+    from exalate_node.ui.mapping import generate_scripts
+
+    connection = get_object_or_404(
+        Connection.objects.select_related("local_instance", "remote_instance"), pk=pk
+    )
+    form = forms.MappingForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        outgoing, incoming = generate_scripts(form.cleaned_data)
+        rules_form = forms.RulesForm(
+            initial={"outgoing": outgoing, "incoming": incoming, "note": "From the visual mapping"}
+        )
+        messages.info(
+            request,
+            "Scripts generated from the visual mapping; nothing is published yet. "
+            "Review or edit them, dry-run, then publish.",
+        )
+        problems = rules.rules_validate(outgoing=outgoing, incoming=incoming)
+        return _rules_page(
+            request,
+            connection,
+            rules.rules_current(connection),
+            rules_form,
+            problems=problems,
+            action="validate",
+        )
+    context = {"title": f"Visual mapping: {connection.name}", "connection": connection, "form": form}
+    return _page(request, "ui/mapping.html", context, status=400 if form.errors else 200)
+
+
+def _problem_lines(problems: list[dict[str, Any]]) -> dict[str, str]:
+    """Line numbers with problems per script, for the editor's gutter (comma-separated)."""
+    lines: dict[str, set[int]] = {"outgoing": set(), "incoming": set()}
+    for p in problems:
+        if p.get("line") and p.get("direction") in lines:
+            lines[p["direction"]].add(int(p["line"]))
+    return {d: ",".join(str(n) for n in sorted(ns)) for d, ns in lines.items()}
+
+
+def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | None:
+    """Run the edited script (not the published one) on a real item; writes nothing."""
+    from instances.connectors.base import ConnectorError
+    from syncrules.engine import ScriptError
+
+    data = form.cleaned_data
+    key, direction = data["dry_key"].strip(), data["dry_direction"] or "outgoing"
+    if not key and direction == "outgoing":
+        form.add_error("dry_key", "Enter the key of a local item to run the outgoing script on, e.g. SUP-1.")
+        return None
+    try:
+        if direction == "outgoing":
+            result = rules.dry_run_outgoing(connection=connection, key=key, outgoing=data["outgoing"])
+            return {
+                "direction": direction,
+                "key": key,
+                **result,
+                "replica_pretty": _pretty(result["replica"]),
+            }
+        replica = _dry_run_replica(connection, key, data["dry_replica"], form)
+        if replica is None:
+            return None
+        result = rules.dry_run_incoming(
+            connection=connection, replica=replica, key=key or None, incoming=data["incoming"]
+        )
+        changes = [
+            {"field": f, "before": _pretty(c["from"]), "after": _pretty(c["to"])}
+            for f, c in result["changes"].items()
+        ]
+        return {"direction": direction, "key": key, **result, "change_rows": changes}
+    except ScriptError as exc:
+        form.add_error(None, f"The dry-run stopped: {exc}")
+    except (pipeline.OperationError, ConnectorError, ValueError) as exc:
+        form.add_error("dry_key", str(exc))
+    return None
+
+
+def _dry_run_replica(
+    connection: Connection, key: str, pasted: str, form: forms.RulesForm
+) -> dict[str, Any] | None:
+    if pasted.strip():
+        try:
+            replica = json.loads(pasted)
+        except ValueError as exc:
+            form.add_error("dry_replica", f"This is not valid JSON ({exc}). Paste a JSON object.")
+            return None
+        if not isinstance(replica, dict):
+            form.add_error("dry_replica", 'The replica must be a JSON object, like {"summary": "…"}.')
+            return None
+        return replica
+    twin = (
+        Twin.objects.filter(connection=connection, local_key__iexact=key).exclude(remote_replica=None).first()
+    )
+    if twin is None:
+        form.add_error(
+            "dry_key",
+            f"{key or 'This item'} has not received anything on this connection yet; "
+            "paste a replica to apply instead.",
+        )
+        return None
+    return twin.remote_replica
+
+
+def _version_diff(connection: Connection, requested: str | None) -> dict[str, Any] | None:
+    """The diff between version N and the one before it (``?diff=N``)."""
+    if not requested or not requested.isdigit():
+        return None
+    newer = RulesVersion.objects.filter(connection=connection, version=int(requested)).first()
+    if newer is None:
+        return None
+    older = (
+        RulesVersion.objects.filter(connection=connection, version__lt=newer.version)
+        .order_by("-version")
+        .first()
+    )
+    name = f"v{older.version}" if older else "(nothing)"
+    return {
+        "newer": newer,
+        "older": older,
+        "outgoing": _diff(older.outgoing if older else "", newer.outgoing, name, f"v{newer.version}"),
+        "incoming": _diff(older.incoming if older else "", newer.incoming, name, f"v{newer.version}"),
+    }
+
+
+# --- built-in tracker ---------------------------------------------------------------------------------------
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def tracker_list(request: HttpRequest) -> HttpResponse:
+    """Issues of the built-in tracker, filtered by project and text; POST creates a project."""
+    project_form = forms.ProjectForm(request.POST or None)
+    if request.method == "POST" and project_form.is_valid():
+        data = project_form.cleaned_data
+        try:
+            project = tracker.project_create(instance=data["instance"], key=data["key"], name=data["name"])
+        except ValidationError as exc:
+            forms.add_service_error(project_form, exc)
+        else:
+            messages.success(request, f"Project {project.key} created. Create its first issue.")
+            return redirect(reverse("ui:tracker") + f"?project={project.key}")
+    projects = Project.objects.select_related("instance").annotate(issue_count=Count("issues"))
+    issues = Issue.objects.select_related("project", "project__instance").order_by("-updated_at")
+    project_key = request.GET.get("project", "")
+    selected = next((p for p in projects if p.key == project_key), None)
+    if selected:
+        issues = issues.filter(project=selected)
+    q = request.GET.get("q", "").strip()
+    if q:
+        issues = issues.filter(Q(key__iexact=q) | Q(summary__icontains=q))
+    context = {
+        "title": "Built-in tracker",
+        "projects": projects,
+        "selected": selected,
+        "q": q,
+        "issues": Paginator(issues, PAGE_SIZE).get_page(request.GET.get("page")),
+        "project_form": project_form,
+    }
+    return _page(request, "ui/tracker/list.html", context, status=400 if project_form.errors else 200)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def tracker_issue_create(request: HttpRequest) -> HttpResponse:
+    """Create an issue in a project (``?project=KEY``)."""
+    project = get_object_or_404(
+        Project, key=(request.GET.get("project") or request.POST.get("project") or "")
+    )
+    form = forms.IssueForm(request.POST or None, project=project)
+    if request.method == "POST" and form.is_valid():
+        try:
+            issue = tracker.issue_create(project=project, actor=_actor(request), **form.cleaned_data)
+        except ValidationError as exc:
+            forms.add_service_error(form, exc)
+        else:
+            messages.success(request, f"{issue.key} created.")
+            return redirect("ui:issue", key=issue.key)
+    context = {"title": f"New issue in {project.key}", "project": project, "form": form}
+    return _page(request, "ui/tracker/create.html", context, status=400 if form.errors else 200)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def tracker_issue(request: HttpRequest, key: str) -> HttpResponse:
+    """An issue: edit its fields (POST), its comments, attachments, history and where it is synced."""
+    issue = get_object_or_404(Issue.objects.select_related("project", "project__instance"), key=key.upper())
+    form = forms.IssueForm(
+        request.POST or None, project=issue.project, initial=forms.IssueForm.initial_for(issue)
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            updated = tracker.issue_update(issue=issue, actor=_actor(request), **form.cleaned_data)
+        except ValidationError as exc:
+            forms.add_service_error(form, exc)
+        else:
+            changed = updated.version != issue.version
+            messages.success(request, f"{issue.key} saved." if changed else "Nothing changed.")
+            return redirect("ui:issue", key=issue.key)
+    return _issue_page(request, issue, form=form)
+
+
+def _issue_page(request: HttpRequest, issue: Issue, **forms_: Any) -> HttpResponse:
+    instance = issue.project.instance
+    context = {
+        "title": f"{issue.key}: {issue.summary}",
+        "issue": issue,
+        "form": forms_.get("form")
+        or forms.IssueForm(project=issue.project, initial=forms.IssueForm.initial_for(issue)),
+        "comment_form": forms_.get("comment_form") or forms.CommentForm(),
+        "attachment_form": forms_.get("attachment_form") or forms.AttachmentForm(),
+        "comments": issue.comments.all(),
+        "attachments": issue.attachments.all(),
+        "changes": issue.changes.all()[:20],
+        "twins": Twin.objects.filter(
+            connection__local_instance=instance, local_id=str(issue.pk)
+        ).select_related("connection"),
+        "exalate_connections": Connection.objects.filter(
+            local_instance=instance, status__in=[Connection.Status.ACTIVE, Connection.Status.DEACTIVATED]
+        ),
+    }
+    status = 400 if any(f.errors for f in forms_.values()) else 200
+    return _page(request, "ui/tracker/issue.html", context, status=status)
+
+
+@staff_member_required
+@require_POST
+def tracker_comment(request: HttpRequest, key: str) -> HttpResponse:
+    issue = get_object_or_404(Issue.objects.select_related("project", "project__instance"), key=key.upper())
+    form = forms.CommentForm(request.POST)
+    if form.is_valid():
+        try:
+            tracker.comment_add(issue=issue, actor=_actor(request), **form.cleaned_data)
+        except ValidationError as exc:
+            forms.add_service_error(form, exc)
+        else:
+            messages.success(request, "Comment added.")
+            return redirect("ui:issue", key=issue.key)
+    return _issue_page(request, issue, comment_form=form)
+
+
+@staff_member_required
+@require_POST
+def tracker_attach(request: HttpRequest, key: str) -> HttpResponse:
+    issue = get_object_or_404(Issue.objects.select_related("project", "project__instance"), key=key.upper())
+    form = forms.AttachmentForm(request.POST, request.FILES)
+    if form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            attachment = tracker.attachment_add(
+                issue=issue,
+                actor=_actor(request),
+                filename=upload.name,
+                content=upload,
+                mime_type=upload.content_type or "",
+            )
+        except ValidationError as exc:
+            forms.add_service_error(form, exc)
+        else:
+            messages.success(request, f"{attachment.filename} attached.")
+            return redirect("ui:issue", key=issue.key)
+    return _issue_page(request, issue, attachment_form=form)
+
+
+@staff_member_required
+@require_GET
+def tracker_attachment(request: HttpRequest, pk: int) -> FileResponse:
+    """Download an attachment (as a file, never rendered inline)."""
+    attachment = get_object_or_404(Attachment, pk=pk)
+    return FileResponse(
+        attachment.file.open("rb"),
+        as_attachment=True,
+        filename=attachment.filename,
+        content_type=attachment.mime_type,
+    )

@@ -1,0 +1,132 @@
+/* exalate-node admin UI: small progressive enhancements, no dependencies.
+   - [data-copy]: copy the target's text (navigator.clipboard, falling back to select + execCommand)
+   - form[data-confirm]: ask before submitting
+   - select[data-retarget]: point a form's action at the chosen connection
+   - textarea.code: line numbers, light Python highlighting, problem lines marked */
+(function () {
+  "use strict";
+
+  function copyText(target, status) {
+    var text = target.value !== undefined ? target.value : target.textContent;
+    function selected() {
+      target.focus();
+      if (target.select) { target.select(); }
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      status.textContent = ok ? "Copied." : "Selected: press Ctrl+C (⌘C) to copy.";
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { status.textContent = "Copied."; }, selected);
+    } else {
+      selected();
+    }
+  }
+
+  var KEYWORDS = "if|elif|else|for|while|in|not|and|or|is|None|True|False|def|return|break|continue|pass|lambda|try|except|finally|raise|with|as|del";
+  var NAMES = "issue|replica|previous|first_sync|changed|node_helper|comment_helper|attachment_helper|sync_helper|entity";
+  var TOKENS = new RegExp(
+    "(#[^\\n]*)|(\"\"\"[\\s\\S]*?\"\"\"|'''[\\s\\S]*?'''|\"(?:\\\\.|[^\"\\\\\\n])*\"|'(?:\\\\.|[^'\\\\\\n])*')" +
+    "|\\b(\\d+(?:\\.\\d+)?)\\b|\\b(" + KEYWORDS + ")\\b|\\b(" + NAMES + ")\\b", "g");
+
+  function escapeHtml(s) {
+    return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
+  function highlight(src) {
+    var out = "", last = 0, m;
+    TOKENS.lastIndex = 0;
+    while ((m = TOKENS.exec(src)) !== null) {
+      out += escapeHtml(src.slice(last, m.index));
+      var cls = m[1] ? "tok-comment" : m[2] ? "tok-string" : m[3] ? "tok-number" : m[4] ? "tok-keyword" : "tok-name";
+      out += '<span class="' + cls + '">' + escapeHtml(m[0]) + "</span>";
+      last = TOKENS.lastIndex;
+    }
+    return out + escapeHtml(src.slice(last)) + "\n";
+  }
+
+  function codeEditor(textarea) {
+    var problems = (textarea.dataset.problems || "").split(",").filter(Boolean).map(Number);
+    var wrap = document.createElement("div");
+    wrap.className = "code-editor";
+    var gutter = document.createElement("div");
+    gutter.className = "gutter";
+    gutter.setAttribute("aria-hidden", "true");
+    var area = document.createElement("div");
+    area.className = "code-area";
+    var pre = document.createElement("pre");
+    pre.className = "highlight";
+    pre.setAttribute("aria-hidden", "true");
+    textarea.parentNode.insertBefore(wrap, textarea);
+    wrap.appendChild(gutter);
+    wrap.appendChild(area);
+    area.appendChild(pre);
+    area.appendChild(textarea);
+    textarea.setAttribute("wrap", "off");
+
+    function render() {
+      var lines = textarea.value.split("\n").length;
+      var html = "";
+      for (var i = 1; i <= lines; i++) {
+        html += '<div class="' + (problems.indexOf(i) >= 0 ? "ln bad" : "ln") + '">' + i + "</div>";
+      }
+      gutter.innerHTML = html;
+      pre.innerHTML = highlight(textarea.value);
+      sync();
+    }
+    function sync() {
+      gutter.scrollTop = textarea.scrollTop;
+      pre.scrollTop = textarea.scrollTop;
+      pre.scrollLeft = textarea.scrollLeft;
+    }
+    textarea.addEventListener("input", function () { problems = []; render(); });
+    textarea.addEventListener("scroll", sync);
+    textarea.addEventListener("keydown", function (ev) {
+      if (ev.key === "Tab" && !ev.shiftKey && !ev.ctrlKey && !ev.metaKey) {
+        ev.preventDefault();
+        var s = textarea.selectionStart;
+        textarea.setRangeText("    ", s, textarea.selectionEnd, "end");
+        render();
+      }
+    });
+    render();
+  }
+
+  function gotoLine(textarea, line) {
+    var lines = textarea.value.split("\n");
+    var start = 0;
+    for (var i = 0; i < line - 1 && i < lines.length; i++) { start += lines[i].length + 1; }
+    textarea.focus();
+    textarea.setSelectionRange(start, start + (lines[line - 1] || "").length);
+    var lineHeight = parseFloat(getComputedStyle(textarea).lineHeight) || 18;
+    textarea.scrollTop = Math.max(0, (line - 4) * lineHeight);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-copy]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var target = document.querySelector(button.dataset.copy);
+        var status = button.parentNode.querySelector(".copy-status") || button;
+        if (target) { copyText(target, status); }
+      });
+    });
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (ev) {
+        if (!window.confirm(form.dataset.confirm)) { ev.preventDefault(); }
+      });
+    });
+    document.querySelectorAll("select[data-retarget]").forEach(function (select) {
+      var form = document.querySelector(select.dataset.retarget);
+      select.addEventListener("change", function () {
+        form.action = form.dataset.actionTemplate.replace("/0/", "/" + select.value + "/");
+      });
+    });
+    document.querySelectorAll("textarea.code").forEach(codeEditor);
+    document.querySelectorAll("[data-goto]").forEach(function (link) {
+      link.addEventListener("click", function (ev) {
+        ev.preventDefault();
+        var ta = document.getElementById("id_" + link.dataset.goto);
+        if (ta) { gotoLine(ta, Number(link.dataset.line)); }
+      });
+    });
+  });
+})();
