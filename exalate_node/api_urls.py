@@ -5,6 +5,15 @@ from rest_framework.routers import DefaultRouter
 
 from connections.api.views import ConnectionViewSet
 from instances.api.views import InstanceViewSet, IssueViewSet, ProjectViewSet
+from replicas.api.ops import (
+    BulkCancelView,
+    BulkDetailView,
+    BulkListView,
+    ReconcileView,
+    TriggerDetailView,
+    TriggerListView,
+    TwinListView,
+)
 from replicas.api.views import EntitySyncStatusView, SyncErrorViewSet, SyncEventViewSet
 
 router = DefaultRouter()
@@ -17,6 +26,13 @@ router.register("tracker/issues", IssueViewSet, basename="tracker-issue")
 
 urlpatterns = [
     path("", include("syncrules.api.urls")),
+    path("connections/<int:pk>/triggers/", TriggerListView.as_view(), name="triggers"),
+    path("connections/<int:pk>/triggers/<int:trigger_id>/", TriggerDetailView.as_view(), name="trigger"),
+    path("connections/<int:pk>/bulk/", BulkListView.as_view(), name="bulk-jobs"),
+    path("connections/<int:pk>/bulk/<int:job_id>/", BulkDetailView.as_view(), name="bulk-job"),
+    path("connections/<int:pk>/bulk/<int:job_id>/cancel/", BulkCancelView.as_view(), name="bulk-cancel"),
+    path("connections/<int:pk>/reconcile/", ReconcileView.as_view(), name="reconcile"),
+    path("connections/<int:pk>/twins/", TwinListView.as_view(), name="twins"),
     path(
         "entities/<int:instance_id>/<str:key>/sync-status/",
         EntitySyncStatusView.as_view(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from replicas.models import EntityLink, SyncError, SyncEvent, Twin
+from replicas.models import BulkJob, EntityLink, ReconciliationReport, SyncError, SyncEvent, Trigger, Twin
 
 
 class EntityLinkInline(admin.TabularInline):
@@ -48,3 +48,25 @@ class SyncErrorAdmin(admin.ModelAdmin):
     search_fields = ["message", "details"]
     list_select_related = ["connection", "twin"]
     readonly_fields = [f.name for f in SyncError._meta.fields]
+
+
+@admin.register(Trigger)
+class TriggerAdmin(admin.ModelAdmin):
+    list_display = ["query", "entity_type", "connection", "active", "updated_at"]
+    list_filter = ["active", "connection"]
+    search_fields = ["query", "notes"]
+
+
+@admin.register(BulkJob)
+class BulkJobAdmin(admin.ModelAdmin):
+    list_display = ["kind", "connection", "status", "position", "total", "created_at", "finished_at"]
+    list_filter = ["kind", "status"]
+    readonly_fields = [f.name for f in BulkJob._meta.fields if f.name != "items"]
+    exclude = ["items"]
+
+
+@admin.register(ReconciliationReport)
+class ReconciliationReportAdmin(admin.ModelAdmin):
+    list_display = ["connection", "started_at", "checked", "drifted", "repaired", "missing"]
+    list_filter = ["connection"]
+    readonly_fields = [f.name for f in ReconciliationReport._meta.fields]

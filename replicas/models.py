@@ -171,3 +171,86 @@ class SyncError(models.Model):
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+
+class Trigger(models.Model):
+    """Items of the local instance that match ``query`` start syncing on this connection when they are
+    created or changed. The query is in the tracker's own language (the built-in tracker's is a small
+    filter language: ``project = SUP AND labels = sync``)."""
+
+    connection = models.ForeignKey(
+        "connections.Connection", on_delete=models.CASCADE, related_name="triggers"
+    )
+    entity_type = models.CharField(max_length=50, default="issue")
+    query = models.TextField()
+    notes = models.TextField(blank=True, default="")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["connection", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.entity_type}: {self.query}"
+
+
+class BulkJob(models.Model):
+    """A background job over many items (exalate what a trigger matches, connect pairs from a CSV,
+    unexalate). Progress is kept here, so a restart resumes after the last finished item."""
+
+    class Kind(models.TextChoices):
+        EXALATE = "exalate", "Bulk Exalate"
+        CONNECT = "connect", "Bulk Connect"
+        UNEXALATE = "unexalate", "Bulk Unexalate"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    connection = models.ForeignKey(
+        "connections.Connection", on_delete=models.CASCADE, related_name="bulk_jobs"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    trigger = models.ForeignKey(Trigger, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    items = models.JSONField(default=list, help_text="The work list: keys, or [local, remote] key pairs.")
+    position = models.PositiveIntegerField(default=0, help_text="Items finished (the resume point).")
+    total = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list)
+    message = models.TextField(blank=True, default="")
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on {self.connection} ({self.position}/{self.total})"
+
+
+class ReconciliationReport(models.Model):
+    """One reconciliation scan of a connection: twins checked, drift found and repaired, problems."""
+
+    connection = models.ForeignKey(
+        "connections.Connection", on_delete=models.CASCADE, related_name="reconciliations"
+    )
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    checked = models.PositiveIntegerField(default=0)
+    drifted = models.PositiveIntegerField(default=0)
+    repaired = models.PositiveIntegerField(default=0)
+    missing = models.PositiveIntegerField(default=0)
+    findings = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Reconciliation of {self.connection} at {self.started_at:%Y-%m-%d %H:%M}"

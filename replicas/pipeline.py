@@ -79,16 +79,25 @@ def on_item_changed(*, instance_id: int, item_id: str, item_key: str, actor: str
     Called inside the tracker's transaction. A write made by this node for connection C does not queue an
     event for C (no echo), but does for the item's other connections.
     """
-    twins = Twin.objects.filter(
-        connection__local_instance_id=instance_id, local_id=item_id, unexalated_at__isnull=True
-    ).select_related("connection")
+    twins = list(
+        Twin.objects.filter(connection__local_instance_id=instance_id, local_id=item_id).select_related(
+            "connection"
+        )
+    )
     for twin in twins:
-        if twin.connection.status == Connection.Status.PENDING or actor == actor_for(twin.connection):
+        if twin.unexalated_at or twin.connection.status == Connection.Status.PENDING:
+            continue
+        if actor == actor_for(twin.connection):
             continue
         queue_outgoing(twin, item_key=item_key)
+    from replicas.triggers import fire_triggers
+
+    fire_triggers(instance_id=instance_id, item_id=item_id, exclude={t.connection_id for t in twins})
 
 
-def queue_outgoing(twin: Twin, *, item_key: str = "", kind: str = SyncEvent.Kind.UPDATE) -> SyncEvent:
+def queue_outgoing(
+    twin: Twin, *, item_key: str = "", kind: str = SyncEvent.Kind.UPDATE, nudge_now: bool = True
+) -> SyncEvent:
     event = SyncEvent.objects.create(
         connection_id=twin.connection_id,
         twin=twin,
@@ -99,7 +108,8 @@ def queue_outgoing(twin: Twin, *, item_key: str = "", kind: str = SyncEvent.Kind
     Twin.objects.filter(pk=twin.pk, state__in=[Twin.State.SYNCHRONIZED, Twin.State.WAITING]).update(
         state=Twin.State.QUEUED
     )
-    nudge(twin.pk)
+    if nudge_now:
+        nudge(twin.pk)
     return event
 
 
@@ -931,8 +941,11 @@ class OperationError(ValueError):
     """An operation an admin asked for cannot be done; the message says why and what to do."""
 
 
-def exalate(*, connection: Connection, key: str) -> Twin:
-    """Start syncing a local item on a connection (or send its current state again)."""
+def exalate(*, connection: Connection, key: str, nudge_now: bool = True) -> Twin:
+    """Start syncing a local item on a connection (or send its current state again).
+
+    ``nudge_now=False`` leaves the processing to the caller (bulk jobs work through their items themselves).
+    """
     if connection.status not in (Connection.Status.ACTIVE, Connection.Status.DEACTIVATED):
         raise OperationError(f"Connection '{connection.name}' is {connection.status}; activate it first.")
     ref = get_connector(connection.local_instance).find_item(key)
@@ -949,7 +962,7 @@ def exalate(*, connection: Connection, key: str) -> Twin:
                 unexalated_at=None, state=Twin.State.QUEUED, local_replica=None
             )
             twin.refresh_from_db()
-        queue_outgoing(twin, item_key=ref.key)
+        queue_outgoing(twin, item_key=ref.key, nudge_now=nudge_now)
     return twin
 
 

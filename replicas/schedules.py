@@ -7,6 +7,10 @@ SCHEDULES = [
     {"name": "pipeline sweeper", "func": "replicas.tasks.sweep", "minutes": 1},
     # Deliveries to peers that are due (backoff over, lost task) and polling of private-mode peers.
     {"name": "node delivery sweeper", "func": "connections.tasks.sweep", "minutes": 1},
+    # Bulk jobs whose worker died resume after their last finished item.
+    {"name": "bulk job resumer", "func": "replicas.tasks.resume_bulk_jobs", "minutes": 1},
+    # Drift that no webhook or poll delivered.
+    {"name": "reconciliation", "func": "replicas.tasks.reconcile_all", "minutes": 15},
 ]
 
 

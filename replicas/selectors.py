@@ -64,3 +64,28 @@ def sync_status(*, instance: Instance, key: str, events: int = 50) -> dict[str, 
             }
         )
     return result
+
+
+def twins_under_sync(*, connection_id: int) -> QuerySet[Twin]:
+    """Items synced on a connection (not unexalated), newest first."""
+    return (
+        Twin.objects.filter(connection_id=connection_id, unexalated_at__isnull=True)
+        .exclude(local_id="")
+        .order_by("-id")
+    )
+
+
+def twins_stuck(*, connection_id: int, minutes: int) -> QuerySet[Twin]:
+    """Twins not synchronized for longer than ``minutes``: queued, in progress, waiting or failed since."""
+    from datetime import timedelta
+
+    from django.db.models import Q
+    from django.utils import timezone
+
+    since = timezone.now() - timedelta(minutes=minutes)
+    return (
+        Twin.objects.filter(connection_id=connection_id, unexalated_at__isnull=True)
+        .exclude(state=Twin.State.SYNCHRONIZED)
+        .filter(Q(last_synced_at__lt=since) | Q(last_synced_at__isnull=True, created_at__lt=since))
+        .order_by("id")
+    )

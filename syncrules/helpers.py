@@ -265,7 +265,8 @@ class AttachmentHelper(Helper):
         (``previous``) and removed; keep everything else."""
         remote = [a for a in (replica.get("attachments") or []) if isinstance(a, dict)]
         remote_ids = {str(a.get("id")) for a in remote}
-        had = {str(a.get("id")) for a in (self._state.previous.get("attachments") or []) if isinstance(a, dict)}
+        before = self._state.previous.get("attachments") or []
+        had = {str(a.get("id")) for a in before if isinstance(a, dict)}
         known = set()
         result = []
         for la in issue.get("attachments") or []:

@@ -101,6 +101,23 @@ class Connector(ABC):
     def open_attachment(self, item_id: str, attachment_id: str) -> Iterator[bytes]:
         """The attachment's content as a stream of chunks."""
 
+    # --- queries (triggers, bulk operations) -------------------------------------------------------------
+    def query_validate(self, query: str) -> None:
+        """Raise ConnectorError with the tracker's own message when ``query`` is not valid."""
+        raise ConnectorError(
+            f"Triggers are not supported for {self.instance.get_tracker_type_display()} yet.", status=400
+        )
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        """Whether an item (in the hubIssue shape) matches the query."""
+        self.query_validate(query)
+        return False
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        """Items matching the query in a stable order, the page after the item id ``after``."""
+        self.query_validate(query)
+        return []
+
     # --- housekeeping ------------------------------------------------------------------------------------
     def test_credentials(self) -> str:
         """A one-line description of what the credentials reach; raises ConnectorError when they don't."""

@@ -114,6 +114,50 @@ class BuiltinConnector(Connector):
         issue = self._issues().filter(key=key.upper()).first()
         return self.ref(issue) if issue else None
 
+    # --- queries: the built-in tracker's filter language (instances/tracker/query.py) ----------------------
+    def query_validate(self, query: str) -> None:
+        from instances.tracker.query import QueryError, parse
+
+        try:
+            parse(query)
+        except QueryError as exc:
+            raise ConnectorError(f"Invalid query: {exc}", status=400)
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        from instances.tracker.query import QueryError, parse
+
+        try:
+            return parse(query)(item)
+        except QueryError as exc:
+            raise ConnectorError(f"Invalid query: {exc}", status=400)
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        from instances.tracker.query import QueryError, parse
+
+        try:
+            predicate = parse(query)
+        except QueryError as exc:
+            raise ConnectorError(f"Invalid query: {exc}", status=400)
+        found: list[ItemRef] = []
+        start = int(after) if after and after.isdigit() else 0
+        # Scan in id order, a page at a time, until a page of matches is full.
+        while len(found) < limit:
+            page = list(
+                self._issues()
+                .filter(pk__gt=start)
+                .order_by("pk")
+                .prefetch_related("comments", "attachments")[:500]
+            )
+            if not page:
+                break
+            for issue in page:
+                if predicate(self.to_hub(issue)):
+                    found.append(self.ref(issue))
+                    if len(found) >= limit:
+                        break
+            start = page[-1].pk
+        return found
+
     def metadata(self) -> dict[str, list[Any]]:
         statuses: list[str] = []
         priorities: list[str] = []
