@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/v1/auth/token/", views.ObtainToken.as_view(), name="api-token"),
     path("api/v1/", include("exalate_node.api_urls")),
     path("node/v1/", include("connections.node_urls")),
+    path("hooks/", include("instances.webhook_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

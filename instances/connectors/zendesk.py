@@ -1,0 +1,602 @@
+"""Connector for Zendesk Support tickets (REST API v2) with an API token.
+
+Instance configuration: ``url`` is the account URL (``https://<subdomain>.zendesk.com``); ``credentials``
+is ``{"email": "agent@example.com", "api_token": "..."}`` (sent as basic auth ``<email>/token:<api_token>``);
+``settings`` may hold ``custom_fields`` (name → ticket field id), ``public_comments`` (whether comments the
+node adds are public when the replica does not say internal; default true), ``max_limit_wait_s`` (how long
+a write may wait for the per-ticket update budget before it is handed back to the pipeline to retry later;
+default 30) and ``rate_limit_per_s``.
+
+How Zendesk maps onto the hubIssue: ``#<id>`` is the key; ``subject`` the summary; ``description`` (the
+first comment: read-only after creation, so a description change is **not** written); ``status``,
+``priority`` and ``type`` by capitalised name (``Open``, ``High``, ``Task``); ``tags`` the labels; assignee
+and requester (the reporter) by e-mail; ``due_at`` (task tickets); custom fields by the names in
+``settings.custom_fields`` (else by field id).
+
+* Comments: added by updating the ticket with ``comment: {body, public}`` (private = internal). Zendesk
+  comments **cannot be edited**: ``update_comment`` refuses with a ConnectorError that says so;
+  ``delete_comment`` redacts the comment's whole text (``PUT /tickets/{id}/comments/{cid}/redact``), which
+  is permanent and leaves a comment of ▇ characters (it is then treated as deleted).
+* Attachments: ``POST /api/v2/uploads?filename=`` (the raw file, streamed) gives a token; a private comment
+  naming the file carries it (``comment.uploads``). Deleting one redacts it
+  (``.../comments/{cid}/attachments/{aid}/redact``): Zendesk replaces it by an empty ``redacted.txt``.
+* The per-ticket update limit (30 updates per ticket per 10 minutes) is respected two ways. *Coalescing*:
+  ``update_item`` does not write at once; its field changes wait in a per-ticket buffer (process-wide) and
+  go out with the next comment or attachment on that ticket — Zendesk applies fields and one comment in a
+  single update — or on ``flush()``, which every read of the ticket calls first (the pipeline's apply ends
+  by reading the item back, so one apply of fields + a comment costs one PUT). *Budget*: every ticket
+  update is counted in a sliding 10-minute window; the 31st waits (``max_limit_wait_s``) or is refused with
+  a retryable ConnectorError, so the pipeline retries it later instead of being rate-limited by Zendesk.
+* Polling uses the cursor-based incremental ticket export (``/api/v2/incremental/tickets/cursor.json``,
+  ``start_time`` once, then ``cursor``); the node's cursor is ``<newest updated_at>|<export cursor>``. The
+  export may repeat a ticket; changes are de-duplicated on (id, updated_at).
+* Webhooks: Zendesk signs each request with ``X-Zendesk-Webhook-Signature`` = base64(HMAC-SHA256(signing
+  secret, ``X-Zendesk-Webhook-Signature-Timestamp`` + body)); older than 5 minutes is refused (replay).
+  Bodies: a trigger's JSON with ``ticket_id`` (recommended: ``{"ticket_id": "{{ticket.id}}"}``) or an event
+  subscription's ``{"type": "zen:event-type:ticket...", "detail": {"id": ...}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from typing import IO, Any
+
+from instances.connectors import _common as common
+from instances.connectors.base import Connector, ConnectorError, ItemRef, register
+from instances.connectors.http import HttpClient
+
+OVERLAP = timedelta(seconds=10)
+STATUSES = ["new", "open", "pending", "hold", "solved", "closed"]
+PRIORITIES = ["low", "normal", "high", "urgent"]
+TYPES = ["problem", "incident", "question", "task"]
+TICKET_UPDATES = 30  # Zendesk: at most 30 updates to one ticket per 10 minutes (per user)
+TICKET_WINDOW = 600.0
+WEBHOOK_MAX_AGE = 300.0
+HINTS = {
+    401: "the credentials were rejected. Check the agent's e-mail and API token in the instance's "
+    "credentials, and that token access is enabled (Admin Center → Apps and integrations → Zendesk API).",
+    403: "the agent has no permission for this. Check the agent's role and the ticket's group.",
+    404: "it does not exist or the agent cannot see it. Check the URL and the agent's access.",
+    422: "Zendesk rejected the values (a closed ticket cannot be changed). Check the sync rules' mapping.",
+}
+
+_seen = common.SeenWindow()
+_own = common.OwnWrites()
+_deliveries = common.ReplayGuard()
+_lock = threading.Lock()
+_pending: dict[tuple[str, str], dict[str, Any]] = {}  # (account, ticket id) → ticket fields not yet sent
+_updates: dict[tuple[str, str], deque[float]] = {}  # (account, ticket id) → times of recent ticket updates
+
+
+def parse_key(key: str) -> str | None:
+    import re
+
+    match = re.fullmatch(r"\s*(?:.*/tickets/|#)?(\d+)(?:\.json)?/?\s*", str(key))
+    return match.group(1) if match else None
+
+
+def _title(value: str | None) -> str | None:
+    return value.capitalize() if value else None
+
+
+@register
+class ZendeskConnector(Connector):
+    """A Zendesk Support account's tickets. Item ids are ticket ids; comment and attachment ids likewise."""
+
+    tracker_type = "zendesk"
+
+    _http: HttpClient | None = None
+
+    # --- plumbing ----------------------------------------------------------------------------------------
+    @property
+    def creds(self) -> dict[str, Any]:
+        return common.credentials(
+            self.instance,
+            "Zendesk",
+            ("email", "api_token"),
+            '{"email": "<agent e-mail>", "api_token": "..."}',
+        )
+
+    @property
+    def base_url(self) -> str:
+        return common.base_url(self.instance, "Zendesk", "https://<subdomain>.zendesk.com")
+
+    @property
+    def http(self) -> HttpClient:
+        if self._http is None:
+            creds = self.creds
+            self._http = common.build_http(
+                self.instance,
+                tracker_type=self.tracker_type,
+                service="Zendesk",
+                base_url=self.base_url + "/api/v2",
+                headers={
+                    "Authorization": common.basic_auth(f"{creds['email']}/token", str(creds["api_token"])),
+                    "Accept": "application/json",
+                },
+                hints=HINTS,
+            )
+        return self._http
+
+    @http.setter
+    def http(self, client: HttpClient) -> None:
+        self._http = client
+
+    @property
+    def account(self) -> str:
+        return common.account_key(self.instance, str(self.creds["api_token"]))
+
+    def _settings(self) -> dict[str, Any]:
+        return dict(self.instance.settings or {})
+
+    def item_url(self, ticket_id: Any) -> str:
+        return f"{self.base_url}/agent/tickets/{ticket_id}"
+
+    def ref(self, ticket: Mapping[str, Any]) -> ItemRef:
+        return ItemRef(
+            id=str(ticket["id"]),
+            key=f"#{ticket['id']}",
+            url=self.item_url(ticket["id"]),
+            updated=ticket.get("updated_at") or "",
+        )
+
+    def _raw(self, item_id: str) -> dict[str, Any]:
+        if not str(item_id).isdigit():
+            raise ConnectorError(f"'{item_id}' is not a Zendesk ticket id.", status=404)
+        return self.http.get_json(f"tickets/{item_id}.json", action=f"read ticket #{item_id}")["ticket"]
+
+    def _users(self, ids: set[Any]) -> dict[int, dict[str, Any]]:
+        ids = {int(i) for i in ids if i}
+        if not ids:
+            return {}
+        out: dict[int, dict[str, Any]] = {}
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), 100):  # show_many takes up to 100 ids
+            chunk = ",".join(str(i) for i in ordered[start : start + 100])
+            for user in self.http.get_json(
+                "users/show_many.json", params={"ids": chunk}, action="read users"
+            ).get("users", []):
+                out[int(user["id"])] = user
+        return out
+
+    def _comments(self, item_id: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        path: str | None = f"tickets/{item_id}/comments.json"
+        params: dict[str, Any] | None = {"page[size]": 100}
+        while path:
+            page = self.http.get_json(path, params=params, action=f"read the comments of ticket #{item_id}")
+            rows += page.get("comments", [])
+            path = (page.get("links") or {}).get("next") if (page.get("meta") or {}).get("has_more") else None
+            params = None
+        return rows
+
+    # --- the per-ticket budget and write buffer ----------------------------------------------------------
+    def _spend_update(self, item_id: str) -> None:
+        """Count one update of the ticket; wait for, or refuse past, Zendesk's 30 per 10 minutes."""
+        key = (self.account, str(item_id))
+        max_wait = float(self._settings().get("max_limit_wait_s", 30))
+        while True:
+            now = self.http.clock()
+            with _lock:
+                times = _updates.setdefault(key, deque())
+                while times and times[0] <= now - TICKET_WINDOW:
+                    times.popleft()
+                if len(times) < TICKET_UPDATES:
+                    times.append(now)
+                    return
+                wait = times[0] + TICKET_WINDOW - now
+            if wait > max_wait:
+                raise ConnectorError(
+                    f"Zendesk allows {TICKET_UPDATES} updates to a ticket per 10 minutes and ticket "
+                    f"#{item_id} has had them; the node will retry in about {wait:.0f} s.",
+                    retryable=True,
+                    status=429,
+                )
+            self.http.sleep(wait)
+
+    def _put_ticket(self, item_id: str, ticket: Mapping[str, Any], *, action: str) -> dict[str, Any]:
+        self._spend_update(item_id)
+        result = self._send("PUT", f"tickets/{item_id}.json", {"ticket": dict(ticket)}, action=action)
+        updated = result["ticket"]
+        _own.remember(self.account, item_id, updated.get("updated_at"))
+        return result
+
+    def _send(self, method: str, path: str, body: Any, *, action: str) -> dict[str, Any]:
+        """Send JSON; a 422 becomes a ConnectorError quoting Zendesk's field ``details`` (the shared client
+        shows only the error code, ``RecordInvalid``)."""
+        response = self.http.request(method, path, json=body, action=action, ok_statuses=(422,))
+        data = response.json() if response.content else {}
+        if response.status_code == 422:
+            details = data.get("details") or {}
+            reasons = [
+                str(d.get("description") or d)
+                for rows in details.values()
+                for d in (rows if isinstance(rows, list) else [rows])
+            ] or [str(data.get("description") or data.get("error") or "invalid")]
+            raise ConnectorError(
+                f"Zendesk refused the request to {action} (422): {'; '.join(reasons)}. Check the sync rules' "
+                f"mapping; a closed ticket cannot be changed at all.",
+                status=422,
+            )
+        return data
+
+    def _take_pending(self, item_id: str) -> dict[str, Any]:
+        with _lock:
+            return _pending.pop((self.account, str(item_id)), {})
+
+    def flush(self, item_id: str | None = None) -> None:
+        """Send the buffered field changes of ``item_id`` (or of every ticket of this account)."""
+        with _lock:
+            ids = [t for (a, t) in _pending if a == self.account and (item_id is None or t == str(item_id))]
+        for ticket_id in ids:
+            fields = self._take_pending(ticket_id)
+            if fields:
+                try:
+                    self._put_ticket(ticket_id, fields, action=f"update ticket #{ticket_id}")
+                except ConnectorError as exc:
+                    self._restore(ticket_id, fields, exc)
+                    raise
+
+    # --- reads -------------------------------------------------------------------------------------------
+    def get_item(self, item_id: str) -> dict[str, Any]:
+        self.flush(item_id)
+        raw = self._raw(item_id)
+        comments = self._comments(str(raw["id"]))
+        people = self._users(
+            {raw.get("assignee_id"), raw.get("requester_id")} | {c.get("author_id") for c in comments}
+        )
+        return self.to_hub(raw, comments, people)
+
+    def _person(self, people: Mapping[int, Mapping[str, Any]], user_id: Any) -> dict[str, Any] | None:
+        if not user_id:
+            return None
+        user = people.get(int(user_id)) or {}
+        return {"email": user.get("email") or None, "displayName": user.get("name") or str(user_id)}
+
+    def to_hub(
+        self, raw: Mapping[str, Any], comments: list[dict[str, Any]], people: Mapping[int, Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        names = {str(v): k for k, v in (self._settings().get("custom_fields") or {}).items()}
+        hub_comments, attachments = [], []
+        for index, c in enumerate(sorted(comments, key=lambda c: (c.get("created_at") or "", c["id"]))):
+            for att in c.get("attachments") or []:
+                if att.get("file_name") == "redacted.txt":
+                    continue
+                attachments.append(
+                    {
+                        "id": str(att["id"]),
+                        "filename": att.get("file_name"),
+                        "mimeType": att.get("content_type") or "application/octet-stream",
+                        "size": att.get("size"),
+                        "sha256": None,
+                        "created": c.get("created_at"),
+                    }
+                )
+            body = c.get("plain_body") if c.get("plain_body") is not None else c.get("body")
+            if index == 0 or not (body or "").strip() or set((body or "").strip()) <= {"▇", " ", "\n"}:
+                continue  # the first comment is the description; redacted ones count as deleted
+            if body.startswith("📎 ") and c.get("attachments") and not c.get("public"):
+                continue  # the node's own carrier comment for an attachment
+            hub_comments.append(
+                {
+                    "id": str(c["id"]),
+                    "body": body,
+                    "author": self._person(people, c.get("author_id")),
+                    "created": c.get("created_at"),
+                    "updated": c.get("created_at"),
+                    "internal": not c.get("public", True),
+                }
+            )
+        return {
+            "id": str(raw["id"]),
+            "key": f"#{raw['id']}",
+            "url": self.item_url(raw["id"]),
+            "summary": raw.get("subject") or "",
+            "description": raw.get("description") or None,
+            "status": {"name": _title(raw.get("status"))},
+            "priority": {"name": _title(raw.get("priority"))},
+            "type": {"name": _title(raw.get("type"))},
+            "labels": list(raw.get("tags") or []),
+            "assignee": self._person(people, raw.get("assignee_id")),
+            "reporter": self._person(people, raw.get("requester_id")),
+            "dueDate": (raw.get("due_at") or "")[:10] or None,
+            "parentId": None,
+            "created": raw.get("created_at"),
+            "updated": raw.get("updated_at"),
+            "project": {"idStr": str(raw.get("group_id") or ""), "key": "tickets", "name": "Tickets"},
+            "customFields": {
+                names.get(str(f["id"]), str(f["id"])): f.get("value")
+                for f in raw.get("custom_fields") or []
+                if f.get("value") is not None
+            },
+            "comments": hub_comments,
+            "attachments": attachments,
+        }
+
+    def find_item(self, key: str) -> ItemRef | None:
+        item_id = parse_key(key)
+        if item_id is None:
+            return None
+        self.flush(item_id)
+        response = self.http.request(
+            "GET", f"tickets/{item_id}.json", action=f"find ticket #{item_id}", ok_statuses=(404,)
+        )
+        return self.ref(response.json()["ticket"]) if response.status_code == 200 else None
+
+    def search_updated_since(
+        self, cursor: str | None, *, limit: int = 100
+    ) -> tuple[list[ItemRef], str | None]:
+        """Tickets changed since ``cursor`` from the incremental export, oldest first, each change once."""
+        self.flush()
+        newest, _, export_cursor = (cursor or "").partition("|")
+        if export_cursor:
+            params: dict[str, Any] = {"cursor": export_cursor}
+        else:
+            start = common.parse_ts(newest).timestamp() - OVERLAP.total_seconds() if newest else 0
+            # The export refuses a start_time less than a minute old.
+            params = {"start_time": int(min(start, self.http.wall_clock() - 61))}
+        refs: list[ItemRef] = []
+        stopped_early = False
+        while True:
+            page = self.http.get_json(
+                "incremental/tickets/cursor.json", params=params, action="export the tickets changed recently"
+            )
+            for ticket in page.get("tickets", []):
+                if ticket.get("status") == "deleted" or not _seen.fresh(
+                    self.account, str(ticket["id"]), ticket["updated_at"]
+                ):
+                    continue
+                refs.append(self.ref(ticket))
+                if not newest or common.parse_ts(ticket["updated_at"]) > common.parse_ts(newest):
+                    newest = ticket["updated_at"]
+            if len(refs) >= limit and not page.get("end_of_stream"):
+                stopped_early = True
+            after = page.get("after_cursor")
+            if page.get("end_of_stream") or not after or stopped_early:
+                break
+            params = {"cursor": after}
+        if newest:
+            _seen.forget_before(self.account, common.parse_ts(newest) - 2 * OVERLAP)
+        # Resume from the export's own cursor when the page was read to its end.
+        next_cursor = f"{newest}|{after}" if newest and after and not stopped_early else newest
+        return refs, next_cursor
+
+    def metadata(self) -> dict[str, list[Any]]:
+        users: list[dict[str, Any]] = []
+        path: str | None = "users.json"
+        params: dict[str, Any] | None = {"role[]": ["agent", "admin"], "page[size]": 100}
+        while path:
+            page = self.http.get_json(path, params=params, action="list the agents")
+            users += [
+                {"email": u.get("email"), "displayName": u.get("name"), "id": str(u["id"])}
+                for u in page.get("users", [])
+            ]
+            path = (page.get("links") or {}).get("next") if (page.get("meta") or {}).get("has_more") else None
+            params = None
+        return {
+            "statuses": [s.capitalize() for s in STATUSES],
+            "priorities": [p.capitalize() for p in PRIORITIES],
+            "types": [t.capitalize() for t in TYPES],
+            "users": users,
+        }
+
+    # --- writes ------------------------------------------------------------------------------------------
+    def _fields(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name == "summary":
+                out["subject"] = str(value or "(no summary)")
+            elif name in ("status", "priority", "type"):
+                allowed = {"status": STATUSES, "priority": PRIORITIES, "type": TYPES}[name]
+                wanted = ((value or {}).get("name") or "").strip().lower()
+                if not wanted:
+                    if name != "status":
+                        out[name] = None
+                    continue
+                if wanted not in allowed:
+                    raise ConnectorError(
+                        f"Zendesk has no ticket {name} '{value['name']}'. Valid: {', '.join(allowed)}. "
+                        f"Map it in the sync rules.",
+                        status=422,
+                    )
+                out[name] = wanted
+            elif name == "labels":
+                out["tags"] = list(value or [])
+            elif name == "assignee":
+                email = (value or {}).get("email")
+                if email:
+                    out["assignee_email"] = email
+                else:
+                    out["assignee_id"] = None
+            elif name == "dueDate":
+                out["due_at"] = f"{value}T12:00:00Z" if value else None
+            elif name == "customFields" and value:
+                ids = self._settings().get("custom_fields") or {}
+                fields = []
+                for key, val in value.items():
+                    field_id = ids.get(key) or (key if str(key).isdigit() else None)
+                    if field_id is None:
+                        raise ConnectorError(
+                            f"Zendesk: no ticket field id for custom field '{key}'. Add it to the instance's "
+                            f'"custom_fields" setting ({{"{key}": <field id>}}).',
+                            status=422,
+                        )
+                    fields.append({"id": int(field_id), "value": val})
+                out["custom_fields"] = fields
+            # description (the first comment, read-only), reporter: not written
+        return out
+
+    def create_item(self, fields: Mapping[str, Any]) -> ItemRef:
+        ticket = {
+            "subject": "(no summary)",
+            **self._fields({k: v for k, v in fields.items() if k != "project"}),
+        }
+        ticket["comment"] = {"body": fields.get("description") or fields.get("summary") or "(no description)"}
+        if "reporter" in fields and (fields["reporter"] or {}).get("email"):
+            ticket["requester"] = {"email": fields["reporter"]["email"]}
+        created = self._send("POST", "tickets.json", {"ticket": ticket}, action="create a ticket")
+        ref = self.ref(created["ticket"])
+        _own.remember(self.account, ref.id, created["ticket"].get("updated_at"))
+        with _lock:
+            _updates.setdefault((self.account, ref.id), deque()).append(self.http.clock())
+        return ref
+
+    def update_item(self, item_id: str, changes: Mapping[str, Any]) -> None:
+        """Buffer the field changes; they are sent with the next comment or on the next read (``flush``)."""
+        fields = self._fields(changes)
+        if fields:
+            with _lock:
+                key = (self.account, str(item_id))
+                _pending[key] = {**_pending.get(key, {}), **fields}
+
+    def _comment_write(self, item_id: str, comment: dict[str, Any], *, action: str) -> dict[str, Any]:
+        fields = self._take_pending(item_id)
+        try:
+            return self._put_ticket(item_id, {**fields, "comment": comment}, action=action)
+        except ConnectorError as exc:
+            self._restore(item_id, fields, exc)
+            raise
+
+    def _restore(self, item_id: str, fields: dict[str, Any], exc: ConnectorError) -> None:
+        """After a failed update: keep the fields for the next try when it may succeed later (outage, rate
+        limit), under what came in meanwhile; drop them when Zendesk refused them (else every later read of
+        the ticket would fail on them again). The error reaches the caller either way."""
+        if fields and exc.retryable:
+            with _lock:
+                key = (self.account, str(item_id))
+                _pending[key] = {**fields, **_pending.get(key, {})}
+
+    def _new_comment_id(self, result: Mapping[str, Any]) -> str:
+        for event in (result.get("audit") or {}).get("events") or []:
+            if event.get("type") == "Comment":
+                return str(event["id"])
+        raise ConnectorError("Zendesk accepted the comment but its audit names no comment id.")
+
+    def add_comment(self, item_id: str, *, body: str, internal: bool = False, author: str = "") -> str:
+        public = not internal and bool(self._settings().get("public_comments", True))
+        result = self._comment_write(
+            item_id, {"body": body, "public": public}, action=f"comment on ticket #{item_id}"
+        )
+        return self._new_comment_id(result)
+
+    def update_comment(self, item_id: str, comment_id: str, *, body: str) -> None:
+        raise ConnectorError(
+            f"Zendesk comments cannot be edited, so comment {comment_id} on ticket #{item_id} was not "
+            f"changed. Stop syncing comment edits to Zendesk in the sync rules (keep the comment's body), "
+            f"or delete and re-add it.",
+            status=422,
+        )
+
+    def delete_comment(self, item_id: str, comment_id: str) -> None:
+        """Redact the comment's whole text (permanent; Zendesk has no comment deletion)."""
+        self.flush(item_id)
+        for c in self._comments(item_id):
+            if str(c["id"]) == str(comment_id):
+                text = c.get("body") or ""
+                if text.strip() and set(text.strip()) - {"▇", " ", "\n"}:
+                    self.http.send_json(
+                        "PUT",
+                        f"tickets/{item_id}/comments/{comment_id}/redact.json",
+                        {"text": text},
+                        action=f"redact comment {comment_id} on ticket #{item_id}",
+                    )
+                return
+
+    def add_attachment(self, item_id: str, *, filename: str, mime_type: str, content: IO[bytes]) -> str:
+        upload = self.http.upload(
+            "uploads.json",
+            content,
+            params={"filename": filename},
+            content_type=mime_type or "application/octet-stream",
+            action=f"upload {filename}",
+        ).json()["upload"]
+        self._comment_write(
+            item_id,
+            {"body": f"📎 {filename}", "public": False, "uploads": [upload["token"]]},
+            action=f"attach {filename} to ticket #{item_id}",
+        )
+        return str(upload["attachment"]["id"])
+
+    def delete_attachment(self, item_id: str, attachment_id: str) -> None:
+        self.flush(item_id)
+        for c in self._comments(item_id):
+            for att in c.get("attachments") or []:
+                if str(att["id"]) == str(attachment_id) and att.get("file_name") != "redacted.txt":
+                    self.http.send_json(
+                        "PUT",
+                        f"tickets/{item_id}/comments/{c['id']}/attachments/{attachment_id}/redact.json",
+                        {},
+                        action=f"redact attachment {attachment_id} on ticket #{item_id}",
+                    )
+                    return
+
+    def open_attachment(self, item_id: str, attachment_id: str) -> Iterator[bytes]:
+        att = self.http.get_json(
+            f"attachments/{attachment_id}.json", action=f"read attachment {attachment_id}"
+        )
+        return self.http.download(
+            att["attachment"]["content_url"],
+            action=f"download attachment {attachment_id} of ticket #{item_id}",
+        )
+
+    # --- housekeeping ------------------------------------------------------------------------------------
+    def test_credentials(self) -> str:
+        user = self.http.get_json("users/me.json", action="read the API user")["user"]
+        if not user.get("id") or user.get("role") == "end-user":
+            raise ConnectorError(
+                "Zendesk answered as an anonymous or end user: the node needs an agent. Check the e-mail and "
+                "API token in the instance's credentials.",
+                status=401,
+            )
+        return f"Connected to Zendesk as {user.get('email')} ({user.get('role')})."
+
+    def is_own_change(self, item: Mapping[str, Any]) -> bool:
+        """Whether the ticket's current ``updated_at`` is one a node write left."""
+        raw = item if "updated_at" in item and "subject" in item else None
+        if raw is None:
+            self.flush(str(item["id"]))
+            raw = self._raw(str(item["id"]))
+        return _own.knows(self.account, str(raw["id"]), raw.get("updated_at"))
+
+    # --- webhooks ----------------------------------------------------------------------------------------
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        """Authentic when the signature is base64(HMAC-SHA256(secret, timestamp + body)) and the timestamp
+        is at most 5 minutes old (a replayed request is refused)."""
+        signature = common.header(headers, "X-Zendesk-Webhook-Signature")
+        stamp = common.header(headers, "X-Zendesk-Webhook-Signature-Timestamp")
+        if not (signature and stamp and secret):
+            return False
+        expected = base64.b64encode(
+            hmac.new(secret.encode(), stamp.encode() + (body or b""), hashlib.sha256).digest()
+        ).decode()
+        if not common.same_secret(signature, expected):
+            return False
+        try:
+            age = self.http.wall_clock() - common.parse_ts(stamp).timestamp()
+        except ValueError:
+            return False
+        return -60 <= age <= WEBHOOK_MAX_AGE
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[ItemRef]:
+        try:
+            event = json.loads(body or b"{}")
+        except ValueError:
+            return []
+        if not isinstance(event, dict):
+            return []
+        ticket_id = event.get("ticket_id") or (event.get("ticket") or {}).get("id")
+        if not ticket_id and str(event.get("type", "")).startswith("zen:event-type:ticket"):
+            ticket_id = (event.get("detail") or {}).get("id")
+        if not str(ticket_id or "").isdigit():
+            return []
+        signature = common.header(headers, "X-Zendesk-Webhook-Signature")
+        if not _deliveries.first_time(f"{self.account}:{signature}" if signature else ""):
+            return []  # the same signed request again
+        return [ItemRef(id=str(ticket_id), key=f"#{ticket_id}", url=self.item_url(ticket_id))]

@@ -1,0 +1,102 @@
+"""Webhook intake: ``POST /hooks/<tracker type>/<instance uid>/`` from a tracker becomes outgoing sync work.
+
+The view finds the local instance by its UID (and tracker type), checks the delivery with the connector's
+``verify_webhook(headers, body, secret)`` against ``webhook_secret`` from the instance's credentials
+(encrypted at rest), asks ``parse_webhook(headers, body)`` which items it is about (connectors drop
+redeliveries by their delivery id) and records a change of each item in the outbox
+(``replicas.outbox.record_item_change``), which queues outgoing events on every connection the item is
+synced on. Nothing else happens in the request: the pipeline's workers read the items later.
+
+Answers: 202 with ``{"accepted": n}``; 401 when the signature or secret is wrong; 404 for an unknown
+instance; 409 when the instance has no ``webhook_secret`` (unsigned deliveries are never accepted); 400
+for a body the connector cannot read. Jira's URL may carry the secret as ``?secret=…`` (see the Jira
+connector); it is passed to connectors whose ``verify_webhook`` takes ``query``.
+
+The node's own writes are not dropped here even when the connector can recognise them (``is_own_change``):
+a write made for one connection must still reach the item's other connections, and the pipeline already
+skips a replica that did not change, so an echo costs one read and sends nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from instances.connectors import ConnectorError, get_connector
+from instances.models import Instance
+
+logger = logging.getLogger(__name__)
+
+
+def _secret(instance: Instance) -> str:
+    try:
+        creds = json.loads(instance.credentials or "{}")
+    except ValueError:
+        return ""
+    return str(creds.get("webhook_secret") or "") if isinstance(creds, dict) else ""
+
+
+@csrf_exempt
+@require_POST
+def intake(request: HttpRequest, tracker: str, uid: str) -> JsonResponse:
+    """Receive one webhook delivery for the local instance ``uid`` of type ``tracker``."""
+    instance = Instance.objects.filter(uid=uid, tracker_type=tracker, kind=Instance.Kind.LOCAL).first()
+    if instance is None:
+        return JsonResponse(
+            {
+                "detail": f"No local {tracker} instance with UID {uid} on this node.",
+                "code": "unknown_instance",
+            },
+            status=404,
+        )
+    secret = _secret(instance)
+    if not secret:
+        return JsonResponse(
+            {
+                "detail": f'{instance.name} has no webhook secret. Add "webhook_secret" to its '
+                "credentials and the same secret to the webhook in the tracker.",
+                "code": "no_webhook_secret",
+            },
+            status=409,
+        )
+    try:
+        connector = get_connector(instance)
+    except ConnectorError as exc:
+        return JsonResponse({"detail": exc.message, "code": "no_connector"}, status=404)
+    verify = getattr(connector, "verify_webhook", None)
+    parse = getattr(connector, "parse_webhook", None)
+    if verify is None or parse is None:
+        return JsonResponse(
+            {"detail": f"The {tracker} connector does not take webhooks; it polls.", "code": "no_webhooks"},
+            status=404,
+        )
+    headers = dict(request.headers)
+    body = request.body
+    extra = {"query": request.GET} if "query" in inspect.signature(verify).parameters else {}
+    if not verify(headers, body, secret, **extra):
+        logger.warning("Webhook for %s refused: bad or missing signature.", instance.name)
+        return JsonResponse(
+            {"detail": "The signature or secret does not match this instance's.", "code": "bad_signature"},
+            status=401,
+        )
+    try:
+        refs = parse(headers, body)
+    except (ValueError, KeyError, TypeError) as exc:
+        return JsonResponse(
+            {"detail": f"The delivery could not be read ({type(exc).__name__}).", "code": "unreadable"},
+            status=400,
+        )
+    for ref in refs:
+        from replicas.outbox import record_item_change
+
+        with transaction.atomic():
+            record_item_change(
+                instance_id=instance.pk, item_id=ref.id, item_key=ref.key, actor=f"{tracker}:webhook"
+            )
+    return JsonResponse({"accepted": len(refs)}, status=202)

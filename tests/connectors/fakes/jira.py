@@ -1,0 +1,711 @@
+"""An in-memory Jira Cloud site (platform REST API v3, one project), checked against Atlassian's description.
+
+Implements what the connector uses: ``GET /rest/api/3/myself``, ``/project/{key}``,
+``/project/{key}/statuses``, ``/priority``, ``/user/search``, ``/user/assignable/search``; ``POST /issue``;
+``GET|PUT /issue/{id}``; ``GET|POST /issue/{id}/transitions``; ``GET|POST /issue/{id}/comment``, ``PUT|DELETE
+/issue/{id}/comment/{cid}``; ``POST /issue/{id}/attachments`` (multipart, ``X-Atlassian-Token: no-check``),
+``DELETE /attachment/{id}``, ``GET /attachment/content/{id}``; ``POST /search/jql`` (the JQL the connector
+writes: project, ``updated >=`` in the user's time zone, ``ORDER BY updated ASC``; ``nextPageToken``).
+
+The workflow: To Do —'Start progress'→ In Progress —'Done'→ Done, 'Reopen' from Done to To Do, and 'Done'
+from To Do. ``webhook(...)`` builds a delivery as Jira Cloud sends it (its payloads are not in the OpenAPI
+description; their shape is from Atlassian's webhook documentation).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tests.connectors.fakes.base import Call, ContractFake, Reply
+from tests.contracts.specs import JIRA
+
+SITE = "https://your-domain.atlassian.net"
+EMAIL = "node@example.com"
+API_TOKEN = "ATATT-test-token"
+API = "/rest/api/3"
+
+STATUSES = {"1": ("To Do", "new"), "3": ("In Progress", "indeterminate"), "10000": ("Done", "done")}
+TRANSITIONS = {  # from status id -> [(transition id, name, to status id)]
+    "1": [("21", "Start progress", "3"), ("31", "Done", "10000")],
+    "3": [("11", "Stop progress", "1"), ("31", "Done", "10000")],
+    "10000": [("41", "Reopen", "1")],
+}
+PRIORITIES = {"1": "Highest", "2": "High", "3": "Medium", "4": "Low", "5": "Lowest"}
+ISSUE_TYPES = {"10001": "Task", "10002": "Bug", "10003": "Story"}
+
+
+class FakeJira(ContractFake):
+    base_url = SITE
+    spec = JIRA
+    # Jira answers 401/403/404 on any endpoint and 429 (with Retry-After) when rate limiting, documented in
+    # Atlassian's REST guide though not listed per operation.
+    UNDECLARED_OK = ContractFake.UNDECLARED_OK | {401, 403, 404}
+
+    def __init__(self, project: str = "SUP", *, time_zone: str = "Europe/Berlin") -> None:
+        super().__init__()
+        self.project = project
+        self.project_id = "10100"
+        self.time_zone = time_zone
+        self.clock = datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC)
+        self.next_id = 10000
+        self.users: dict[str, dict[str, Any]] = {}
+        self.issues: dict[str, dict[str, Any]] = {}  # id -> issue state
+        self.comments: dict[str, dict[str, Any]] = {}
+        self.attachments: dict[str, dict[str, Any]] = {}
+        self.me = self.add_user("Exalate Node", EMAIL, visible_email=True)
+        self.anna = self.add_user("Anna Smith", "anna@example.com", visible_email=True)
+        self.ed = self.add_user("Ed Hidden", "ed@example.com", visible_email=False)
+        r = self.route
+        r("GET", f"{API}/myself", self.myself)
+        r("GET", f"{API}/project/{{key}}", self.get_project)
+        r("GET", f"{API}/project/{{key}}/statuses", self.project_statuses)
+        r("GET", f"{API}/priority", self.priorities)
+        r("GET", f"{API}/user/search", self.user_search)
+        r("GET", f"{API}/user/assignable/search", self.assignable)
+        r("POST", f"{API}/issue", self.create_issue)
+        r("GET", f"{API}/issue/{{issue}}", self.get_issue)
+        r("PUT", f"{API}/issue/{{issue}}", self.edit_issue_api)
+        r("GET", f"{API}/issue/{{issue}}/transitions", self.get_transitions)
+        r("POST", f"{API}/issue/{{issue}}/transitions", self.do_transition)
+        r("GET", f"{API}/issue/{{issue}}/comment", self.list_comments)
+        r("POST", f"{API}/issue/{{issue}}/comment", self.add_comment_api)
+        r("PUT", f"{API}/issue/{{issue}}/comment/{{cid}}", self.edit_comment_api)
+        r("DELETE", f"{API}/issue/{{issue}}/comment/{{cid}}", self.delete_comment_api)
+        r("POST", f"{API}/issue/{{issue}}/attachments", self.add_attachment_api)
+        r("DELETE", f"{API}/attachment/{{aid}}", self.delete_attachment_api)
+        r("GET", f"{API}/attachment/content/{{aid}}", self.attachment_content)
+        r("POST", f"{API}/search/jql", self.search)
+
+    # --- state ---------------------------------------------------------------------------------------------
+    def tick(self) -> str:
+        self.clock += timedelta(seconds=1)
+        return self.jira_time(self.clock)
+
+    def jira_time(self, when: datetime) -> str:
+        """Jira's timestamp format, in the site's time zone: ``2026-03-01T10:00:01.000+0100``."""
+        local = when.astimezone(ZoneInfo(self.time_zone))
+        return local.strftime("%Y-%m-%dT%H:%M:%S.000%z")
+
+    def new_id(self) -> str:
+        self.next_id += 1
+        return str(self.next_id)
+
+    def add_user(self, name: str, email: str, *, visible_email: bool) -> dict[str, Any]:
+        account = "5b10" + hashlib.sha1(email.encode()).hexdigest()[:20]  # noqa: S324 - an id, not security
+        self.users[account] = {
+            "accountId": account,
+            "displayName": name,
+            "_email": email,
+            "_visible": visible_email,
+        }
+        return self.users[account]
+
+    def user(self, account: str | None) -> dict[str, Any] | None:
+        if not account:
+            return None
+        u = self.users[account]
+        out = {
+            "self": f"{SITE}{API}/user?accountId={account}",
+            "accountId": account,
+            "accountType": "atlassian",
+            "displayName": u["displayName"],
+            "active": True,
+            "timeZone": self.time_zone,
+            "avatarUrls": {"48x48": f"https://avatar.example/{account}.png"},
+        }
+        if u["_visible"]:
+            out["emailAddress"] = u["_email"]
+        return out
+
+    def add_issue(
+        self, summary: str, *, description: Any = None, by: str | None = None, type_id: str = "10001"
+    ) -> dict[str, Any]:
+        """An issue created in Jira by a person (``description`` is ADF)."""
+        iid = self.new_id()
+        number = sum(1 for _ in self.issues) + 1
+        now = self.tick()
+        issue = {
+            "id": iid,
+            "key": f"{self.project}-{number}",
+            "summary": summary,
+            "description": description,
+            "status": "1",
+            "priority": "3",
+            "issuetype": type_id,
+            "labels": [],
+            "assignee": None,
+            "reporter": by or self.anna["accountId"],
+            "duedate": None,
+            "created": now,
+            "updated": now,
+            "history": [],  # (created, accountId, field)
+            "properties": {},
+        }
+        self.issues[iid] = issue
+        return issue
+
+    def issue_by(self, id_or_key: str) -> dict[str, Any] | None:
+        if id_or_key in self.issues:
+            return self.issues[id_or_key]
+        return next((i for i in self.issues.values() if i["key"] == id_or_key), None)
+
+    def touch(self, issue: dict[str, Any], who: str, field: str) -> None:
+        issue["updated"] = self.tick()
+        issue["history"].append((issue["updated"], who, field))
+
+    def edit(self, key: str, **fields: Any) -> dict[str, Any]:
+        """A person (Anna) edits an issue in Jira."""
+        issue = self.issue_by(key)
+        assert issue is not None
+        issue.update(fields)
+        self.touch(issue, self.anna["accountId"], ",".join(fields))
+        return issue
+
+    def comment_as(self, key: str, body: Any, *, by: str | None = None) -> dict[str, Any]:
+        issue = self.issue_by(key)
+        assert issue is not None
+        cid = self.new_id()
+        now = self.tick()
+        comment = {
+            "id": cid,
+            "issue": issue["id"],
+            "body": body,
+            "author": by or self.anna["accountId"],
+            "updateAuthor": by or self.anna["accountId"],
+            "created": now,
+            "updated": now,
+            "properties": [],
+        }
+        self.comments[cid] = comment
+        issue["updated"] = now
+        return comment
+
+    # --- rendering -----------------------------------------------------------------------------------------
+    def render_status(self, sid: str) -> dict[str, Any]:
+        name, category = STATUSES[sid]
+        return {
+            "self": f"{SITE}{API}/status/{sid}",
+            "id": sid,
+            "name": name,
+            "description": "",
+            "iconUrl": f"{SITE}/images/icons/statuses/generic.png",
+            "statusCategory": {
+                "self": f"{SITE}{API}/statuscategory/{category}",
+                "key": category,
+                "name": name,
+            },
+        }
+
+    def render_comment(self, c: dict[str, Any]) -> dict[str, Any]:
+        out = {
+            "self": f"{SITE}{API}/issue/{c['issue']}/comment/{c['id']}",
+            "id": c["id"],
+            "author": self.user(c["author"]),
+            "updateAuthor": self.user(c["updateAuthor"]),
+            "body": c["body"],
+            "created": c["created"],
+            "updated": c["updated"],
+        }
+        if any(
+            p.get("key") == "sd.public.comment" and (p.get("value") or {}).get("internal")
+            for p in c["properties"]
+        ):
+            out["jsdPublic"] = False
+        return out
+
+    def render_attachment(self, a: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "self": f"{SITE}{API}/attachment/{a['id']}",
+            "id": a["id"],
+            "filename": a["filename"],
+            "author": self.user(a["author"]),
+            "created": a["created"],
+            "size": len(a["content"]),
+            "mimeType": a["mimeType"],
+            "content": f"{SITE}/rest/api/3/attachment/content/{a['id']}",
+        }
+
+    def render_issue(
+        self, issue: dict[str, Any], fields: list[str] | None, expand: str = ""
+    ) -> dict[str, Any]:
+        comments = sorted(
+            (c for c in self.comments.values() if c["issue"] == issue["id"]), key=lambda c: int(c["id"])
+        )
+        all_fields = {
+            "summary": issue["summary"],
+            "description": issue["description"],
+            "status": self.render_status(issue["status"]),
+            "priority": {
+                "self": f"{SITE}{API}/priority/{issue['priority']}",
+                "id": issue["priority"],
+                "name": PRIORITIES[issue["priority"]],
+            }
+            if issue["priority"]
+            else None,
+            "issuetype": {
+                "self": f"{SITE}{API}/issuetype/{issue['issuetype']}",
+                "id": issue["issuetype"],
+                "name": ISSUE_TYPES[issue["issuetype"]],
+                "subtask": False,
+            },
+            "labels": issue["labels"],
+            "assignee": self.user(issue["assignee"]),
+            "reporter": self.user(issue["reporter"]),
+            "duedate": issue["duedate"],
+            "created": issue["created"],
+            "updated": issue["updated"],
+            "project": {
+                "self": f"{SITE}{API}/project/{self.project_id}",
+                "id": self.project_id,
+                "key": self.project,
+                "name": "Support",
+            },
+            "attachment": [
+                self.render_attachment(a) for a in self.attachments.values() if a["issue"] == issue["id"]
+            ],
+            "comment": {
+                "comments": [
+                    self.render_comment(c) for c in comments[:5]
+                ],  # Jira pages comments in the issue
+                "maxResults": 5,
+                "total": len(comments),
+                "startAt": 0,
+            },
+        }
+        wanted = fields if fields and fields != ["*all"] else list(all_fields)
+        out: dict[str, Any] = {
+            "expand": "renderedFields,names,schema,operations,editmeta,changelog",
+            "id": issue["id"],
+            "self": f"{SITE}{API}/issue/{issue['id']}",
+            "key": issue["key"],
+            "fields": {k: v for k, v in all_fields.items() if k in wanted},
+        }
+        if "changelog" in expand:
+            histories = [
+                {
+                    "id": str(n + 1),
+                    "author": self.user(who),
+                    "created": when,
+                    "items": [{"field": field, "fieldtype": "jira"}],
+                }
+                for n, (when, who, field) in enumerate(issue["history"])
+            ]
+            out["changelog"] = {
+                "startAt": 0,
+                "maxResults": 100,
+                "total": len(histories),
+                "histories": histories,
+            }
+        return out
+
+    # --- HTTP ----------------------------------------------------------------------------------------------
+    def dispatch(self, call: Call) -> Reply:
+        expected = "Basic " + base64.b64encode(f"{EMAIL}:{API_TOKEN}".encode()).decode()
+        if call.headers.get("Authorization") != expected:
+            return Reply(401, {"errorMessages": ["You are not authenticated."], "errors": {}})
+        return super().dispatch(call)
+
+    def not_found(self, call: Call) -> Reply:
+        return Reply(
+            404,
+            {
+                "errorMessages": ["Issue does not exist or you do not have permission to see it."],
+                "errors": {},
+            },
+        )
+
+    def validate_request_body(self, call: Call) -> bool:
+        # The description types the multipart body as an array of Spring's MultipartFile, which no
+        # multipart parser produces; the fake checks that body itself (see add_attachment_api).
+        return not call.path.endswith("/attachments")
+
+    def _issue(self, call: Call) -> dict[str, Any] | None:
+        return self.issue_by(call.params["issue"])
+
+    def _check_adf(self, doc: Any, where: str) -> Reply | None:
+        if doc is None:
+            return None
+        if not (
+            isinstance(doc, dict)
+            and doc.get("type") == "doc"
+            and doc.get("version") == 1
+            and isinstance(doc.get("content"), list)
+        ):
+            return Reply(
+                400, {"errorMessages": [], "errors": {where: "Operation value must be an Atlassian Document"}}
+            )
+        return None
+
+    def myself(self, call: Call) -> Reply:
+        return Reply(200, {**(self.user(self.me["accountId"]) or {}), "locale": "en_US"})
+
+    def get_project(self, call: Call) -> Reply:
+        if call.params["key"] not in (self.project, self.project_id):
+            return Reply(404, {"errorMessages": ["No project could be found with key 'X'."], "errors": {}})
+        return Reply(
+            200,
+            {
+                "self": f"{SITE}{API}/project/{self.project_id}",
+                "id": self.project_id,
+                "key": self.project,
+                "name": "Support",
+                "projectTypeKey": "software",
+                "simplified": False,
+                "issueTypes": [
+                    {
+                        "self": f"{SITE}{API}/issuetype/{tid}",
+                        "id": tid,
+                        "name": name,
+                        "subtask": False,
+                        "hierarchyLevel": 0,
+                        "description": "",
+                    }
+                    for tid, name in ISSUE_TYPES.items()
+                ],
+            },
+        )
+
+    def project_statuses(self, call: Call) -> Reply:
+        return Reply(
+            200,
+            [
+                {
+                    "self": f"{SITE}{API}/issuetype/{tid}",
+                    "id": tid,
+                    "name": name,
+                    "subtask": False,
+                    "statuses": [self.render_status(sid) for sid in STATUSES],
+                }
+                for tid, name in ISSUE_TYPES.items()
+            ],
+        )
+
+    def priorities(self, call: Call) -> Reply:
+        return Reply(
+            200,
+            [
+                {
+                    "self": f"{SITE}{API}/priority/{pid}",
+                    "id": pid,
+                    "name": name,
+                    "statusColor": "#ffffff",
+                    "iconUrl": f"{SITE}/images/icons/priorities/{name.lower()}.svg",
+                    "description": name,
+                }
+                for pid, name in PRIORITIES.items()
+            ],
+        )
+
+    def user_search(self, call: Call) -> Reply:
+        query = (call.arg("query") or "").casefold()
+        # Jira matches the query against display name and e-mail (hidden ones too), shows only visible ones.
+        found = [
+            self.user(a)
+            for a, u in self.users.items()
+            if query and (query in u["displayName"].casefold() or query == u["_email"].casefold())
+        ]
+        return Reply(200, found)
+
+    def assignable(self, call: Call) -> Reply:
+        return Reply(200, [self.user(a) for a in self.users])
+
+    def _apply_fields(self, issue: dict[str, Any], fields: dict[str, Any]) -> Reply | None:
+        errors: dict[str, str] = {}
+        for name, value in fields.items():
+            if name == "summary":
+                if not value:
+                    errors["summary"] = "You must specify a summary of the issue."
+                issue["summary"] = value
+            elif name == "description":
+                bad = self._check_adf(value, "description")
+                if bad:
+                    return bad
+                issue["description"] = value
+            elif name == "priority":
+                if value and value.get("id") not in PRIORITIES:
+                    errors["priority"] = "Specify the Priority (id or name) in the valid format"
+                issue["priority"] = value.get("id") if value else None
+            elif name == "issuetype":
+                if value.get("id") not in ISSUE_TYPES:
+                    errors["issuetype"] = "Specify a valid issue type"
+                issue["issuetype"] = value.get("id")
+            elif name == "labels":
+                if any(" " in lb for lb in value):
+                    errors["labels"] = "The label can't contain spaces."
+                issue["labels"] = list(value)
+            elif name in ("assignee", "reporter"):
+                account = (value or {}).get("accountId")
+                if account and account not in self.users:
+                    errors[name] = f"User '{account}' does not exist."
+                issue[name] = account
+            elif name == "duedate":
+                issue["duedate"] = value
+            elif name == "project":
+                pass
+            else:
+                errors[name] = (
+                    f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
+                )
+        if errors:
+            return Reply(400, {"errorMessages": [], "errors": errors})
+        return None
+
+    def create_issue(self, call: Call) -> Reply:
+        fields = (call.json or {}).get("fields") or {}
+        if (fields.get("project") or {}).get("key") not in (self.project,) and (
+            fields.get("project") or {}
+        ).get("id") != self.project_id:
+            return Reply(400, {"errorMessages": [], "errors": {"project": "valid project is required"}})
+        issue = self.add_issue(fields.get("summary") or "", by=self.me["accountId"])
+        error = self._apply_fields(issue, fields)
+        if error:
+            del self.issues[issue["id"]]
+            return error
+        self.touch(issue, self.me["accountId"], "created")
+        return Reply(
+            201, {"id": issue["id"], "key": issue["key"], "self": f"{SITE}{API}/issue/{issue['id']}"}
+        )
+
+    def get_issue(self, call: Call) -> Reply:
+        issue = self._issue(call)
+        if issue is None:
+            return self.not_found(call)
+        fields = [f for f in (call.arg("fields") or "").split(",") if f] or None
+        return Reply(200, self.render_issue(issue, fields, call.arg("expand") or ""))
+
+    def edit_issue_api(self, call: Call) -> Reply:
+        issue = self._issue(call)
+        if issue is None:
+            return self.not_found(call)
+        fields = (call.json or {}).get("fields") or {}
+        error = self._apply_fields(issue, fields)
+        if error:
+            return error
+        self.touch(issue, self.me["accountId"], ",".join(fields))
+        return Reply(204)
+
+    def get_transitions(self, call: Call) -> Reply:
+        issue = self._issue(call)
+        if issue is None:
+            return self.not_found(call)
+        return Reply(
+            200,
+            {
+                "expand": "transitions",
+                "transitions": [
+                    {
+                        "id": tid,
+                        "name": name,
+                        "to": self.render_status(to),
+                        "hasScreen": False,
+                        "isGlobal": False,
+                        "isInitial": False,
+                        "isAvailable": True,
+                        "isConditional": False,
+                        "isLooped": False,
+                    }
+                    for tid, name, to in TRANSITIONS[issue["status"]]
+                ],
+            },
+        )
+
+    def do_transition(self, call: Call) -> Reply:
+        issue = self._issue(call)
+        if issue is None:
+            return self.not_found(call)
+        wanted = ((call.json or {}).get("transition") or {}).get("id")
+        for tid, _name, to in TRANSITIONS[issue["status"]]:
+            if tid == wanted:
+                issue["status"] = to
+                self.touch(issue, self.me["accountId"], "status")
+                return Reply(204)
+        return Reply(
+            400, {"errorMessages": [f"Transition id '{wanted}' is not valid for this issue."], "errors": {}}
+        )
+
+    def list_comments(self, call: Call) -> Reply:
+        issue = self._issue(call)
+        if issue is None:
+            return self.not_found(call)
+        start = int(call.arg("startAt", "0") or 0)
+        size = min(int(call.arg("maxResults", "50") or 50), 100)
+        comments = sorted(
+            (c for c in self.comments.values() if c["issue"] == issue["id"]), key=lambda c: int(c["id"])
+        )
+        return Reply(
+            200,
+            {
+                "comments": [self.render_comment(c) for c in comments[start : start + size]],
+                "startAt": start,
+                "maxResults": size,
+                "total": len(comments),
+            },
+        )
+
+    def add_comment_api(self, call: Call) -> Reply:
+        issue = self._issue(call)
+        if issue is None:
+            return self.not_found(call)
+        body = call.json or {}
+        bad = self._check_adf(body.get("body"), "comment")
+        if bad:
+            return bad
+        comment = self.comment_as(issue["id"], body["body"], by=self.me["accountId"])
+        comment["properties"] = list(body.get("properties") or [])
+        issue["history"].append((comment["created"], self.me["accountId"], "comment"))
+        return Reply(201, self.render_comment(comment))
+
+    def edit_comment_api(self, call: Call) -> Reply:
+        comment = self.comments.get(call.params["cid"])
+        if comment is None:
+            return self.not_found(call)
+        bad = self._check_adf((call.json or {}).get("body"), "comment")
+        if bad:
+            return bad
+        comment["body"] = call.json["body"]
+        comment["updated"] = self.tick()
+        comment["updateAuthor"] = self.me["accountId"]
+        self.issues[comment["issue"]]["updated"] = comment["updated"]
+        return Reply(200, self.render_comment(comment))
+
+    def delete_comment_api(self, call: Call) -> Reply:
+        comment = self.comments.pop(call.params["cid"], None)
+        if comment is None:
+            return self.not_found(call)
+        self.touch(self.issues[comment["issue"]], self.me["accountId"], "comment")
+        return Reply(204)
+
+    def add_attachment_api(self, call: Call) -> Reply:
+        issue = self._issue(call)
+        if issue is None:
+            return self.not_found(call)
+        if call.headers.get("X-Atlassian-Token") != "no-check":
+            # Jira's XSRF check refuses multipart posts without the header.
+            return Reply(403, {"errorMessages": ["XSRF check failed"], "errors": {}})
+        content_type = call.headers.get("Content-Type", "")
+        if not content_type.startswith("multipart/form-data; boundary="):
+            self.violation(f"POST {call.path}: attachments must be multipart/form-data, got {content_type!r}")
+        message = BytesParser(policy=HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + call.body
+        )
+        files = [
+            p for p in message.iter_parts() if p.get_param("name", header="content-disposition") == "file"
+        ]
+        if not files or not files[0].get_filename():
+            self.violation(f"POST {call.path}: the multipart body has no 'file' part with a filename")
+        created = []
+        for part in files:
+            aid = self.new_id()
+            self.attachments[aid] = {
+                "id": aid,
+                "issue": issue["id"],
+                "filename": part.get_filename(),
+                "mimeType": part.get_content_type(),
+                "content": part.get_payload(decode=True) or b"",
+                "author": self.me["accountId"],
+                "created": self.tick(),
+            }
+            created.append(self.render_attachment(self.attachments[aid]))
+        self.touch(issue, self.me["accountId"], "attachment")
+        return Reply(200, created)
+
+    def delete_attachment_api(self, call: Call) -> Reply:
+        att = self.attachments.pop(call.params["aid"], None)
+        if att is None:
+            return self.not_found(call)
+        self.touch(self.issues[att["issue"]], self.me["accountId"], "attachment")
+        return Reply(204)
+
+    def attachment_content(self, call: Call) -> Reply:
+        att = self.attachments.get(call.params["aid"])
+        if att is None:
+            return self.not_found(call)
+        if call.arg("redirect", "true") != "false":
+            # Jira redirects to its media host; the connector must ask for the content itself.
+            return Reply(303, None, {"Location": f"https://api.media.atlassian.com/file/{att['id']}/binary"})
+        return Reply(200, att["content"], {"Content-Type": att["mimeType"]})
+
+    _JQL = re.compile(
+        r'^project = "(?P<project>[^"]+)"(?: AND updated >= "(?P<since>\d{4}-\d\d-\d\d \d\d:\d\d)")?'
+        r" ORDER BY updated ASC$"
+    )
+
+    def search(self, call: Call) -> Reply:
+        body = call.json or {}
+        match = self._JQL.match(body.get("jql") or "")
+        if not match:
+            return Reply(
+                400, {"errorMessages": [f"The fake does not understand the JQL {body.get('jql')!r}."]}
+            )
+        items = [i for i in self.issues.values() if match.group("project") == self.project]
+        if match.group("since"):
+            # JQL dates are in the searching user's time zone, at minute precision.
+            since = datetime.strptime(match.group("since"), "%Y-%m-%d %H:%M").replace(
+                tzinfo=ZoneInfo(self.time_zone)
+            )
+            items = [i for i in items if datetime.strptime(i["updated"], "%Y-%m-%dT%H:%M:%S.%f%z") >= since]
+        items.sort(key=lambda i: (datetime.strptime(i["updated"], "%Y-%m-%dT%H:%M:%S.%f%z"), int(i["id"])))
+        size = min(int(body.get("maxResults") or 50), 5000)
+        start = int(base64.b64decode(body["nextPageToken"]).decode()) if body.get("nextPageToken") else 0
+        page = items[start : start + size]
+        out: dict[str, Any] = {
+            "issues": [self.render_issue(i, body.get("fields") or ["updated"]) for i in page],
+            "isLast": start + size >= len(items),
+        }
+        if not out["isLast"]:
+            out["nextPageToken"] = base64.b64encode(str(start + size).encode()).decode()
+        return Reply(200, out)
+
+    # --- webhooks ------------------------------------------------------------------------------------------
+    def webhook(
+        self,
+        event: str,
+        key: str,
+        *,
+        secret: str | None = None,
+        by: str | None = None,
+        comment_id: str | None = None,
+        delivery: str | None = None,
+    ) -> tuple[dict[str, str], bytes]:
+        """A delivery of ``event`` (``jira:issue_updated``, ``comment_created`` …) as Jira Cloud sends it,
+        signed with ``X-Hub-Signature`` when the webhook has a ``secret``."""
+        issue = self.issue_by(key)
+        assert issue is not None
+        payload: dict[str, Any] = {
+            "timestamp": int(self.clock.timestamp() * 1000),
+            "webhookEvent": event,
+            "issue": self.render_issue(issue, ["summary", "status", "updated", "project", "issuetype"]),
+            "user": self.user(by or self.anna["accountId"]),
+        }
+        if event.startswith("jira:issue_"):
+            payload["issue_event_type_name"] = (
+                "issue_updated" if event.endswith("updated") else "issue_created"
+            )
+            payload["changelog"] = {
+                "id": "1",
+                "items": [{"field": "summary", "fromString": "a", "toString": "b"}],
+            }
+        if comment_id:
+            payload["comment"] = self.render_comment(self.comments[comment_id])
+        body = json.dumps(payload).encode()
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "Atlassian Webhook HTTP Client",
+            "X-Atlassian-Webhook-Identifier": delivery or str(uuid.uuid4()),
+            "X-Atlassian-Webhook-Retry": "0",
+        }
+        if secret:
+            headers["X-Hub-Signature"] = (
+                "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            )
+        return headers, body

@@ -1,0 +1,1 @@
+"""Contract-checked in-memory fakes of the Connectors II trackers."""
