@@ -52,6 +52,9 @@ class Instance(models.Model):
         blank=True, default="", help_text="Tracker credentials as JSON, encrypted at rest."
     )
     settings = models.JSONField(default=dict, blank=True, help_text="Connector settings (project, table...).")
+    poll_cursor = models.CharField(max_length=200, blank=True, help_text="Where the last poll stopped.")
+    polled_at = models.DateTimeField(null=True, blank=True)
+    poll_lease_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

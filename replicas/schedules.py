@@ -9,6 +9,8 @@ SCHEDULES = [
     {"name": "node delivery sweeper", "func": "connections.tasks.sweep", "minutes": 1},
     # Bulk jobs whose worker died resume after their last finished item.
     {"name": "bulk job resumer", "func": "replicas.tasks.resume_bulk_jobs", "minutes": 1},
+    # Trackers without webhooks (and the backstop for those with them).
+    {"name": "tracker polling", "func": "instances.tasks.poll_due", "minutes": 1},
     # Drift that no webhook or poll delivered.
     {"name": "reconciliation", "func": "replicas.tasks.reconcile_all", "minutes": 15},
 ]

@@ -24,6 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, interval: float, once: bool, **opts: Any) -> None:
         from connections.tasks import sweep as sweep_delivery
+        from instances.polling import poll_due as poll_trackers
         from replicas.tasks import sweep as sweep_pipeline
 
         stopping = False
@@ -45,6 +46,7 @@ class Command(BaseCommand):
             try:
                 sweep_delivery()
                 sweep_pipeline()
+                poll_trackers()
             except Exception as exc:  # a database hiccup must not end the loop
                 self.stderr.write(f"Sweep failed: {type(exc).__name__}: {exc}")
             if once:

@@ -1,0 +1,133 @@
+"""A built-in tracker project and a real Redmine 5.0 project, joined by a local connection, sync both ways:
+create, edit, status, comments and attachments. Changes made in Redmine are found by polling.
+
+Facts of the real Redmine this relies on (besides those in test_redmine_real.py): Redmine 5.0 sends no
+webhooks; ``GET /issues.json?updated_on=>=…&sort=updated_on:asc`` lists changed issues; notes and files
+added through ``PUT /issues/:id.json`` update ``updated_on``; its default data has the statuses "New",
+"In Progress" and "Resolved" and the priorities "Low", "Normal" and "High".
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connections.services import connection_create_local
+from instances.models import Instance, Issue
+from instances.polling import poll_instance
+from instances.tracker import services
+from replicas import pipeline
+from syncrules.services import rules_current, rules_publish
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+# Status and priority names differ between the two trackers: the rules map them, as an admin would.
+BUILTIN_INCOMING_MAP = """
+statuses = {"New": "Open", "In Progress": "In Progress", "Resolved": "Resolved", "Closed": "Closed"}
+priorities = {"Low": "Low", "Normal": "Medium", "High": "High"}
+if changed("status") or first_sync:
+    issue.status = {"name": mapping.map(replica.status.name, statuses, "Open")}
+if changed("priority") or first_sync:
+    issue.priority = {"name": mapping.map(replica.priority.name, priorities, "Medium")}
+"""
+REDMINE_INCOMING_MAP = """
+statuses = {"Open": "New", "In Progress": "In Progress", "Resolved": "Resolved", "Closed": "Closed"}
+priorities = {"Lowest": "Low", "Low": "Low", "Medium": "Normal", "High": "High", "Highest": "High"}
+if changed("status") or first_sync:
+    issue.status = {"name": mapping.map(replica.status.name, statuses, "New")}
+if changed("priority") or first_sync:
+    issue.priority = {"name": mapping.map(replica.priority.name, priorities, "Normal")}
+issue.type = None
+"""
+
+
+@pytest.fixture
+def pair(redmine, redmine_project):  # type: ignore[no-untyped-def]
+    builtin = Instance.objects.create(name="Support", tracker_type="builtin")
+    project = services.project_create(instance=builtin, key="SUP", name="Support")
+    red = Instance.objects.create(
+        name="Redmine",
+        tracker_type="redmine",
+        url=redmine.url,
+        credentials=json.dumps({"api_key": redmine.api_key}),
+        settings={"project": redmine_project["identifier"]},
+    )
+    side_builtin, side_redmine = connection_create_local(
+        name="Support ⇄ Redmine", instance_a=builtin, instance_b=red
+    )
+    for side, extra in ((side_builtin, BUILTIN_INCOMING_MAP), (side_redmine, REDMINE_INCOMING_MAP)):
+        current = rules_current(side)
+        rules_publish(connection=side, outgoing=current.outgoing, incoming=current.incoming + extra)
+    pipeline._META_CACHE.clear()
+    poll_instance(red.pk)  # start the cursor now: older issues of the project are not news
+    return side_builtin, project, red
+
+
+def _redmine_issue(redmine, issue_id: str) -> dict:  # type: ignore[no-untyped-def]
+    return redmine.call("GET", f"issues/{issue_id}.json?include=journals,attachments").json()["issue"]
+
+
+def test_builtin_and_redmine_sync_both_ways(redmine, pair):
+    connection, project, red = pair
+    issue = services.issue_create(
+        project=project,
+        actor="anna@example.com",
+        summary="Printer on fire",
+        description="Since Tuesday",
+        priority="High",
+    )
+    services.comment_add(issue=issue, actor="anna@example.com", body="Seen twice today")
+    services.attachment_add(issue=issue, actor="anna@example.com", filename="trace.log", content=b"line 1\n")
+    pipeline.exalate(connection=connection, key=issue.key)
+
+    twin = connection.twins.get()
+    assert twin.state == "synchronized", twin.events.values_list("status", "error")
+    remote = _redmine_issue(redmine, twin.remote_id)
+    assert (remote["subject"], remote["description"], remote["priority"]["name"]) == (
+        "Printer on fire",
+        "Since Tuesday",
+        "High",
+    )
+    assert [j["notes"] for j in remote["journals"] if j.get("notes")] == ["Seen twice today"]
+    assert [a["filename"] for a in remote["attachments"]] == ["trace.log"]
+
+    # Edits in the built-in tracker go to Redmine.
+    services.issue_update(
+        issue=issue, actor="anna@example.com", summary="Printer on fire, again", status="Resolved"
+    )
+    remote = _redmine_issue(redmine, twin.remote_id)
+    assert (remote["subject"], remote["status"]["name"]) == ("Printer on fire, again", "Resolved")
+
+    # Edits, notes and files made in Redmine come back when the node polls.
+    upload = redmine.call(
+        "POST",
+        "uploads.json?filename=fix.patch",
+        data=b"--- a\n+++ b\n",
+        headers={"Content-Type": "application/octet-stream"},
+    ).json()["upload"]
+    redmine.call(
+        "PUT",
+        f"issues/{twin.remote_id}.json",
+        json={
+            "issue": {
+                "description": "Fixed in the driver",
+                "notes": "Patch attached",
+                "uploads": [{"token": upload["token"], "filename": "fix.patch"}],
+            }
+        },
+    )
+    assert poll_instance(red.pk) >= 1
+    issue = Issue.objects.get(pk=issue.pk)
+    assert issue.description == "Fixed in the driver"
+    assert issue.summary == "Printer on fire, again"  # untouched in Redmine: kept
+    assert [c.body for c in issue.comments.order_by("id")] == ["Seen twice today", "Patch attached"]
+    assert sorted(a.filename for a in issue.attachments.all()) == ["fix.patch", "trace.log"]
+    assert issue.attachments.get(filename="fix.patch").file.read() == b"--- a\n+++ b\n"
+
+    # No echo: polling again finds our own writes but sends nothing and changes nothing.
+    remote_before = _redmine_issue(redmine, twin.remote_id)
+    poll_instance(red.pk)
+    remote_after = _redmine_issue(redmine, twin.remote_id)
+    assert len(remote_after["journals"]) == len(remote_before["journals"])
+    assert Issue.objects.get(pk=issue.pk).version == issue.version
