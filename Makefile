@@ -28,6 +28,14 @@ test: $(STAMP)
 demo-network: $(STAMP)
 	$(BIN)/python scripts/demo_network.py
 
+## Benchmarks (not part of the tests): the script engine, then the pipeline on SQLite and on PostgreSQL + Redis.
+bench: $(STAMP)
+	$(BIN)/python bench/bench_rules.py
+	$(BIN)/python bench/bench_pipeline.py --db sqlite $(BENCH_ARGS)
+	@if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then \
+		$(BIN)/python bench/bench_pipeline.py --db postgres $(BENCH_ARGS); \
+	else echo "PostgreSQL or Redis not reachable on 127.0.0.1: skipping the PostgreSQL + Redis run"; fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

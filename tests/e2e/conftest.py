@@ -78,7 +78,9 @@ class Node:
         if database_url.startswith(("postgres://", "postgresql://", "pgsql://")):
             self.db_name = f"exalate_e2e_{name}_{os.getpid()}"
             parts = urlsplit(database_url)
-            self.admin_url = database_url
+            # Create and drop the nodes' databases from the server's maintenance database, which always
+            # exists (the one named in DATABASE_URL may not: pytest-django only creates test_<name>).
+            self.admin_url = urlunsplit(parts._replace(path="/postgres"))
             env["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{self.db_name}"))
         else:
             env.pop("DATABASE_URL", None)  # SQLite under the node's VAR_DIR

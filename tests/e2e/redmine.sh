@@ -12,6 +12,8 @@
 #
 # Environment: REDMINE_PORT (3300), REDMINE_API_KEY (40 hex chars), REDMINE_STATE_DIR (/tmp/redmine-local).
 set -euo pipefail
+# Rails reads DATABASE_URL (and REDIS_URL) from the environment: the node's must not reach Redmine.
+unset DATABASE_URL REDIS_URL
 
 REDMINE_PORT="${REDMINE_PORT:-3300}"
 REDMINE_API_KEY="${REDMINE_API_KEY:-0123456789abcdef0123456789abcdef01234567}"
