@@ -270,3 +270,68 @@ class MappingForm(forms.Form):
         from exalate_node.ui.mapping import MERGED
 
         return [self[f"in_{f}"] for f, _label in MERGED]
+
+
+# --- triggers, bulk operations, stuck items -----------------------------------------------------------------
+
+MAX_CSV_BYTES = 5_000_000
+
+
+class TriggerForm(forms.Form):
+    entity_type = forms.CharField(max_length=50, initial="issue", label="Entity type")
+    query = forms.CharField(
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "placeholder": "labels = sync"}),
+        help_text="In the tracker's own query language, e.g. “project = SUP AND labels = sync”.",
+    )
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    active = forms.BooleanField(required=False, initial=True)
+
+    def clean_query(self) -> str:
+        return self.cleaned_data["query"].strip()
+
+
+class BulkExalateForm(forms.Form):
+    trigger = forms.ModelChoiceField(
+        queryset=None,  # type: ignore[arg-type]  # set per connection
+        empty_label=None,
+        help_text="Everything the trigger's query matches starts syncing; items in sync are sent again.",
+    )
+
+    def __init__(self, *args: Any, connection: Connection, **kwargs: Any) -> None:
+        from replicas.models import Trigger
+
+        super().__init__(*args, **kwargs)
+        self.fields["trigger"].queryset = Trigger.objects.filter(connection=connection).order_by("id")
+
+
+class BulkConnectForm(forms.Form):
+    csv_file = forms.FileField(required=False, label="CSV file")
+    csv_text = forms.CharField(
+        required=False,
+        label="…or paste the pairs",
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "placeholder": "SUP-1,ENG-7"}),
+        help_text="One “local key,remote key” per line; a header line is skipped.",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        upload = data.get("csv_file")
+        if upload:
+            if upload.size > MAX_CSV_BYTES:
+                raise ValidationError("The file is larger than 5 MB; split it.")
+            try:
+                data["pairs"] = upload.read().decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise ValidationError("The file is not UTF-8 text. Save it as CSV (UTF-8) and upload again.")
+        elif (data.get("csv_text") or "").strip():
+            data["pairs"] = data["csv_text"]
+        else:
+            raise ValidationError("Upload a CSV file or paste the pairs.")
+        return data
+
+
+class StuckForm(forms.Form):
+    minutes = forms.IntegerField(
+        min_value=1, max_value=60 * 24 * 365, initial=30, label="Not synchronized for (minutes)"
+    )

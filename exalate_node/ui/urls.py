@@ -19,6 +19,20 @@ urlpatterns = [
     path("connections/<int:pk>/invite/", views.connection_invite_again, name="invite"),
     path("connections/<int:pk>/rules/", views.rules_edit, name="rules"),
     path("connections/<int:pk>/mapping/", views.rules_mapping, name="mapping"),
+    path("connections/<int:pk>/triggers/", views.trigger_list, name="triggers"),
+    path("connections/<int:pk>/triggers/<int:trigger_id>/", views.trigger_edit, name="trigger_edit"),
+    path(
+        "connections/<int:pk>/triggers/<int:trigger_id>/toggle/", views.trigger_toggle, name="trigger_toggle"
+    ),
+    path(
+        "connections/<int:pk>/triggers/<int:trigger_id>/delete/", views.trigger_delete, name="trigger_delete"
+    ),
+    path("connections/<int:pk>/bulk/", views.bulk_page, name="bulk"),
+    path("connections/<int:pk>/bulk/unexalate/", views.bulk_unexalate, name="bulk_unexalate"),
+    path("connections/<int:pk>/bulk/progress/", views.bulk_progress, name="bulk_progress"),
+    path("connections/<int:pk>/bulk/<int:job_id>/cancel/", views.bulk_cancel, name="bulk_cancel"),
+    path("connections/<int:pk>/reconcile/", views.reconcile_page, name="reconcile"),
+    path("connections/<int:pk>/items/", views.connection_items, name="items"),
     path("status/", views.entity_status, name="status"),
     path("twins/<int:pk>/sync/", views.twin_sync, name="twin_sync"),
     path("twins/<int:pk>/unexalate/", views.twin_unexalate, name="twin_unexalate"),

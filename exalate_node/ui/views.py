@@ -16,8 +16,9 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -25,10 +26,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from connections import services as connection_services
 from connections.models import Connection
 from exalate_node.ui import forms
+from instances.connectors import ConnectorError
 from instances.models import Attachment, Instance, Issue, Project
 from instances.tracker import services as tracker
-from replicas import pipeline
-from replicas.models import SyncError, SyncEvent, Twin
+from replicas import bulk, pipeline, reconcile, selectors, triggers
+from replicas.models import BulkJob, ReconciliationReport, SyncError, SyncEvent, Trigger, Twin
 from syncrules import services as rules
 from syncrules.models import RulesVersion
 
@@ -862,4 +864,279 @@ def tracker_attachment(request: HttpRequest, pk: int) -> FileResponse:
         as_attachment=True,
         filename=attachment.filename,
         content_type=attachment.mime_type,
+    )
+
+
+# --- triggers, bulk operations, reconciliation, items of a connection ---------------------------------------
+
+ACTIVE_JOB = (BulkJob.Status.QUEUED, BulkJob.Status.RUNNING)
+
+
+def _ops_connection(pk: int) -> Connection:
+    return get_object_or_404(
+        Connection.objects.select_related("local_instance", "remote_instance", "peer"), pk=pk
+    )
+
+
+def _ops_page(
+    request: HttpRequest, connection: Connection, tab: str, template: str, context: dict[str, Any], **kw: Any
+) -> HttpResponse:
+    titles = {
+        "triggers": "Triggers",
+        "bulk": "Bulk operations",
+        "reconcile": "Reconciliation",
+        "items": "Items",
+    }
+    ctx = {"title": f"{titles[tab]}: {connection.name}", "connection": connection, "tab": tab, **context}
+    return _page(request, template, ctx, **kw)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return "under a second"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _progress(job: BulkJob) -> dict[str, Any]:
+    """bulk.progress plus what the template shows: labels, time left in words, whether it can be cancelled."""
+    data = bulk.progress(job)
+    data["kind_label"] = job.get_kind_display()
+    data["status_label"] = job.get_status_display()
+    data["left"] = _duration(data["seconds_left"])
+    took = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+    data["took"] = _duration(took)
+    data["active"] = job.status in ACTIVE_JOB
+    data["created_by"] = job.created_by
+    data["trigger"] = str(job.trigger) if job.trigger_id else ""
+    return data
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def trigger_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """The connection's triggers; the form adds one (the tracker checks the query)."""
+    connection = _ops_connection(pk)
+    form = forms.TriggerForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            trigger = triggers.trigger_create(
+                connection=connection,
+                query=form.cleaned_data["query"],
+                entity_type=form.cleaned_data["entity_type"],
+                notes=form.cleaned_data["notes"],
+            )
+        except ConnectorError as exc:
+            form.add_error("query", exc.message)
+        else:
+            if not form.cleaned_data["active"]:
+                triggers.trigger_update(trigger=trigger, active=False)
+            messages.success(
+                request,
+                f"Trigger #{trigger.pk} added: new and changed items matching “{trigger.query}” start "
+                "syncing. Use Bulk Exalate to sync the items that match already.",
+            )
+            return redirect("ui:triggers", pk=pk)
+    context = {"triggers": Trigger.objects.filter(connection=connection).order_by("id"), "form": form}
+    return _ops_page(
+        request, connection, "triggers", "ui/ops/triggers.html", context, status=400 if form.errors else 200
+    )
+
+
+def _trigger(pk: int, trigger_id: int) -> Trigger:
+    return get_object_or_404(
+        Trigger.objects.select_related("connection", "connection__local_instance"),
+        pk=trigger_id,
+        connection_id=pk,
+    )
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def trigger_edit(request: HttpRequest, pk: int, trigger_id: int) -> HttpResponse:
+    trigger = _trigger(pk, trigger_id)
+    initial = {f: getattr(trigger, f) for f in ("entity_type", "query", "notes", "active")}
+    form = forms.TriggerForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            triggers.trigger_update(trigger=trigger, **form.cleaned_data)
+        except ConnectorError as exc:
+            form.add_error("query", exc.message)
+        else:
+            messages.success(request, f"Trigger #{trigger.pk} saved.")
+            return redirect("ui:triggers", pk=pk)
+    context = {"trigger": trigger, "form": form}
+    return _ops_page(
+        request,
+        trigger.connection,
+        "triggers",
+        "ui/ops/trigger_edit.html",
+        context,
+        status=400 if form.errors else 200,
+    )
+
+
+@staff_member_required
+@require_POST
+def trigger_toggle(request: HttpRequest, pk: int, trigger_id: int) -> HttpResponse:
+    trigger = _trigger(pk, trigger_id)
+    triggers.trigger_update(trigger=trigger, active=not trigger.active)
+    state = "active: matching items start syncing" if trigger.active else "inactive: changes are ignored"
+    messages.success(request, f"Trigger #{trigger.pk} is {state}.")
+    return redirect("ui:triggers", pk=pk)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def trigger_delete(request: HttpRequest, pk: int, trigger_id: int) -> HttpResponse:
+    """GET asks for confirmation; POST deletes the trigger (items already in sync stay in sync)."""
+    trigger = _trigger(pk, trigger_id)
+    if request.method == "POST":
+        trigger.delete()
+        messages.success(request, f"Trigger #{trigger_id} was deleted. Items already in sync stay in sync.")
+        return redirect("ui:triggers", pk=pk)
+    return _ops_page(
+        request, trigger.connection, "triggers", "ui/ops/trigger_delete.html", {"trigger": trigger}
+    )
+
+
+def _bulk_page(
+    request: HttpRequest,
+    connection: Connection,
+    exalate_form: forms.BulkExalateForm | None = None,
+    connect_form: forms.BulkConnectForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    jobs = BulkJob.objects.filter(connection=connection).select_related("trigger").order_by("-id")[:20]
+    context = {
+        "jobs": [_progress(j) for j in jobs],
+        "exalate_form": exalate_form or forms.BulkExalateForm(connection=connection),
+        "connect_form": connect_form or forms.BulkConnectForm(),
+        "under_sync": selectors.twins_under_sync(connection_id=connection.pk).count(),
+    }
+    context["polling"] = any(j["active"] for j in context["jobs"])
+    return _ops_page(request, connection, "bulk", "ui/ops/bulk.html", context, status=status)
+
+
+def _bulk_start(request: HttpRequest, connection: Connection, **kwargs: Any) -> str | None:
+    """Start a job; a message either way. Returns the error, if any."""
+    try:
+        job = bulk.bulk_start(connection=connection, user=_actor(request), **kwargs)
+    except (bulk.BulkError, ConnectorError) as exc:
+        return str(exc)
+    messages.success(
+        request, f"{job.get_kind_display()} started: {job.total} item{pluralize(job.total)} (job #{job.pk})."
+    )
+    return None
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def bulk_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """Bulk Exalate / Bulk Connect forms and the jobs with their progress. POST ``kind`` starts a job."""
+    connection = _ops_connection(pk)
+    if request.method == "GET":
+        return _bulk_page(request, connection)
+    kind = request.POST.get("kind")
+    if kind == BulkJob.Kind.EXALATE:
+        exalate_form = forms.BulkExalateForm(request.POST, connection=connection)
+        if exalate_form.is_valid():
+            error = _bulk_start(request, connection, kind=kind, trigger=exalate_form.cleaned_data["trigger"])
+            if error is None:
+                return redirect("ui:bulk", pk=pk)
+            exalate_form.add_error(None, error)
+        return _bulk_page(request, connection, exalate_form=exalate_form, status=400)
+    if kind == BulkJob.Kind.CONNECT:
+        connect_form = forms.BulkConnectForm(request.POST, request.FILES)
+        if connect_form.is_valid():
+            error = _bulk_start(request, connection, kind=kind, pairs_csv=connect_form.cleaned_data["pairs"])
+            if error is None:
+                return redirect("ui:bulk", pk=pk)
+            connect_form.add_error(None, error)
+        return _bulk_page(request, connection, connect_form=connect_form, status=400)
+    messages.error(request, "Choose Bulk Exalate or Bulk Connect.")
+    return redirect("ui:bulk", pk=pk)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def bulk_unexalate(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks for confirmation; POST stops syncing every item of the connection (in the background)."""
+    connection = _ops_connection(pk)
+    if request.method == "POST":
+        error = _bulk_start(request, connection, kind=BulkJob.Kind.UNEXALATE)
+        if error:
+            messages.error(request, error)
+        return redirect("ui:bulk", pk=pk)
+    context = {"under_sync": selectors.twins_under_sync(connection_id=connection.pk).count()}
+    return _ops_page(request, connection, "bulk", "ui/ops/bulk_unexalate.html", context)
+
+
+@staff_member_required
+@require_POST
+def bulk_cancel(request: HttpRequest, pk: int, job_id: int) -> HttpResponse:
+    job = get_object_or_404(BulkJob, pk=job_id, connection_id=pk)
+    if job.status in ACTIVE_JOB:
+        bulk.bulk_cancel(job=job)
+        job.refresh_from_db()
+        messages.success(request, f"Job #{job.pk} cancelled after {job.position} of {job.total} items.")
+    else:
+        messages.info(request, f"Job #{job.pk} is {job.get_status_display().lower()} already.")
+    return redirect("ui:bulk", pk=pk)
+
+
+@staff_member_required
+@require_GET
+def bulk_progress(request: HttpRequest, pk: int) -> JsonResponse:
+    """The progress of the connection's latest jobs, for the progress bars' refresh."""
+    connection = _ops_connection(pk)
+    jobs = BulkJob.objects.filter(connection=connection).select_related("trigger").order_by("-id")[:20]
+    return JsonResponse({"jobs": [_progress(j) for j in jobs]})
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def reconcile_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """The latest reconciliation reports; POST scans the connection now (drift is repaired)."""
+    connection = _ops_connection(pk)
+    if request.method == "POST":
+        try:
+            report = reconcile.reconcile(connection=connection)
+        except ConnectorError as exc:
+            messages.error(request, f"Reconciliation failed: {exc}")
+        else:
+            messages.success(
+                request,
+                f"Checked {report.checked} item{pluralize(report.checked)}: {report.drifted} drifted "
+                f"({report.repaired} repaired), {report.missing} missing.",
+            )
+        return redirect("ui:reconcile", pk=pk)
+    reports = ReconciliationReport.objects.filter(connection=connection).order_by("-id")[:10]
+    return _ops_page(request, connection, "reconcile", "ui/ops/reconcile.html", {"reports": reports})
+
+
+@staff_member_required
+@require_GET
+def connection_items(request: HttpRequest, pk: int) -> HttpResponse:
+    """Items under sync, and the stuck ones (not synchronized for more than N minutes)."""
+    connection = _ops_connection(pk)
+    form = forms.StuckForm(request.GET if "minutes" in request.GET else None)
+    minutes = form.cleaned_data["minutes"] if form.is_bound and form.is_valid() else 30
+    under_sync = Paginator(selectors.twins_under_sync(connection_id=connection.pk), PAGE_SIZE)
+    stuck = selectors.twins_stuck(connection_id=connection.pk, minutes=minutes)
+    context = {
+        "form": form,
+        "minutes": minutes,
+        "twins": under_sync.get_page(request.GET.get("page")),
+        "stuck": stuck[:200],
+        "stuck_count": stuck.count(),
+    }
+    return _ops_page(
+        request, connection, "items", "ui/ops/items.html", context, status=400 if form.errors else 200
     )

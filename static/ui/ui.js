@@ -2,7 +2,8 @@
    - [data-copy]: copy the target's text (navigator.clipboard, falling back to select + execCommand)
    - form[data-confirm]: ask before submitting
    - select[data-retarget]: point a form's action at the chosen connection
-   - textarea.code: line numbers, light Python highlighting, problem lines marked */
+   - textarea.code: line numbers, light Python highlighting, problem lines marked
+   - table[data-progress-url]: refresh the bulk jobs' progress bars every 2 s while a job is queued or running */
 (function () {
   "use strict";
 
@@ -101,7 +102,81 @@
     textarea.scrollTop = Math.max(0, (line - 4) * lineHeight);
   }
 
+  var ACTIVE = ["queued", "running"];
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) { return "estimating…"; }
+    if (seconds < 60) { return seconds + " s"; }
+    if (seconds < 3600) { return Math.floor(seconds / 60) + " min " + (seconds % 60) + " s"; }
+    return Math.floor(seconds / 3600) + " h " + Math.floor((seconds % 3600) / 60) + " min";
+  }
+
+  function setText(row, selector, text) {
+    var el = row.querySelector(selector);
+    if (el) { el.textContent = text; }
+  }
+
+  function updateJob(row, job) {
+    var wasActive = ACTIVE.indexOf(row.dataset.status) >= 0;
+    var active = ACTIVE.indexOf(job.status) >= 0;
+    row.dataset.status = job.status;
+    var bar = row.querySelector(".progress");
+    var fill = row.querySelector(".progress-fill");
+    if (bar) { bar.setAttribute("aria-valuenow", job.percent); }
+    if (fill) {
+      fill.style.width = job.percent + "%";
+      fill.classList.toggle("with-errors", job.errors > 0);
+      fill.classList.toggle("stopped", job.status === "failed" || job.status === "cancelled");
+    }
+    setText(row, ".progress-done", job.done + " / " + job.total);
+    setText(row, ".progress-percent", job.percent + "%");
+    setText(row, ".progress-rate", job.rate_per_s + "/s");
+    setText(row, ".progress-left", active ? duration(job.seconds_left) : "—");
+    var status = row.querySelector(".job-status");
+    if (status) {
+      status.textContent = job.status_label;
+      status.className = "badge badge-" + job.status + " job-status";
+    }
+    var errors = row.querySelector(".progress-errors summary");
+    if (errors) {
+      errors.textContent = job.errors + (job.errors === 1 ? " error" : " errors");
+    } else if (job.errors > 0) {
+      setText(row, ".progress-errors", job.errors + (job.errors === 1 ? " error" : " errors") + " (refresh to see them)");
+    }
+    if (!active) {
+      var cancel = row.querySelector(".cancel-form");
+      if (cancel) { cancel.remove(); }
+    }
+    return wasActive && !active;
+  }
+
+  function pollProgress(table) {
+    var note = document.querySelector(".progress-note");
+    function tick() {
+      fetch(table.dataset.progressUrl, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (response) { if (!response.ok) { throw new Error(response.status); } return response.json(); })
+        .then(function (data) {
+          var running = false;
+          data.jobs.forEach(function (job) {
+            var row = table.querySelector('tr[data-job="' + job.id + '"]');
+            if (row) { updateJob(row, job); }
+            if (ACTIVE.indexOf(job.status) >= 0) { running = true; }
+          });
+          if (running) {
+            window.setTimeout(tick, 2000);
+          } else if (note) {
+            note.textContent = "All jobs have finished.";
+          }
+        })
+        .catch(function () {
+          if (note) { note.textContent = "Progress could not be refreshed: use the Refresh link."; }
+        });
+    }
+    window.setTimeout(tick, 2000);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("table[data-progress-url]").forEach(pollProgress);
     document.querySelectorAll("[data-copy]").forEach(function (button) {
       button.addEventListener("click", function () {
         var target = document.querySelector(button.dataset.copy);

@@ -275,3 +275,49 @@ def test_the_connection_wizard_in_a_browser(page, builtin):
     assert page.is_visible("button[name=confirm]")
     assert not Connection.objects.filter(name="Acme ⇄ Support").exists()
     shot(page, "13-wizard-accept-preview")
+
+
+@closes_db_connections
+def test_bulk_exalate_progress_in_a_browser(page, two_trackers):
+    from connections.services import connection_create_local
+    from instances.tracker import services
+
+    sup, eng = two_trackers
+    side_a, _ = connection_create_local(
+        name="Support ⇄ Engineering", instance_a=sup.instance, instance_b=eng.instance
+    )
+    for i in range(12):
+        labels = ["backfill"] if i % 3 else []
+        services.issue_create(project=sup, actor="anna@example.com", summary=f"Item {i}", labels=labels)
+    # A trigger through the form, then Bulk Exalate what it matches; the job runs in the background.
+    page.goto(f"/ui/connections/{side_a.pk}/triggers/")
+    page.fill("#id_query", "labels = backfill")
+    page.fill("#id_notes", "Backfill of the tagged items")
+    page.click("text=Add trigger")
+    page.wait_for_selector(".messagelist .success")
+    page.click(".connection-tabs >> text=Bulk operations")
+    page.click("#bulk-exalate button")
+    page.wait_for_selector(".messagelist .success")
+    page.goto(f"/ui/connections/{side_a.pk}/bulk/")
+    row = page.locator("tr.job").first
+    assert row.locator(".progress-percent").inner_text() == "100%"
+    assert row.locator(".progress").get_attribute("aria-valuenow") == "100.0"
+    assert "8 / 8" in row.inner_text() and "Done" in row.inner_text()
+    assert Issue.objects.filter(project=eng).count() == 8
+    shot(page, "16-bulk-progress")
+    # While a job is queued or running, the bars refresh by themselves (every 2 s, from a JSON endpoint).
+    from django.utils import timezone
+
+    from replicas.models import BulkJob
+
+    job = BulkJob.objects.create(connection=side_a, kind="unexalate", items=["a", "b", "c", "d"], total=4)
+    page.goto(f"/ui/connections/{side_a.pk}/bulk/")
+    assert "0 / 4" in page.inner_text(f"#job-{job.pk}") and page.is_visible(f"#job-{job.pk} .cancel-form")
+    BulkJob.objects.filter(pk=job.pk).update(
+        position=4, status="done", started_at=job.created_at, finished_at=timezone.now()
+    )
+    page.wait_for_function(
+        f"document.querySelector('#job-{job.pk} .progress-percent').textContent === '100%'"
+    )
+    assert "Done" in page.inner_text(f"#job-{job.pk} .job-status")
+    assert not page.is_visible(f"#job-{job.pk} .cancel-form")
