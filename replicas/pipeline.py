@@ -682,6 +682,9 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
                 connector.update_item(twin.local_id, changes)
         _apply_comments(connector, twin, before, after)
         _apply_attachments(connector, twin, before, after, transport, remote_item_id=hub["id"])
+        flush = getattr(connector, "flush", None)
+        if callable(flush):
+            flush()  # connectors that coalesce writes (Zendesk's per-ticket limit) write them now
         with transaction.atomic():
             twin.prev_remote_replica = twin.remote_replica
             twin.remote_replica = hub
