@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "exalate_node",
     "instances",
@@ -185,6 +186,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # DRF's defaults, with a JSON parser that refuses bodies nested deeper than 64 levels (400, not 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "exalate_node.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
@@ -201,7 +208,13 @@ SPECTACULAR_SETTINGS = {
     "events, errors and the built-in tracker. Staff users only; token or session auth.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page are for the API's users: staff, like the API itself.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI served from this node (drf-spectacular-sidecar), not from a CDN: works offline, no CSP hole.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "ConnectionStatusEnum": "connections.models.Connection.Status",
         "EventStatusEnum": "replicas.models.SyncEvent.Status",
@@ -217,9 +230,31 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+
+
+def _env_or(var: str, cast: Callable[..., object], default: object) -> object:
+    """``cast(var)``, or ``default`` when the variable is unset or empty (as in a copied .env.example)."""
+    return cast(var) if env.str(var, default="").strip() else default
+
+
 if not DEBUG:
-    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=NODE_URL.startswith("https://"))
+    _HTTPS = NODE_URL.startswith("https://")
+    SESSION_COOKIE_SECURE = _env_or("SESSION_COOKIE_SECURE", env.bool, _HTTPS)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    # A production node served over https redirects http to https (except /healthz, which load balancers
+    # probe over plain http) and tells browsers to stay on https (HSTS, one year by default).
+    SECURE_SSL_REDIRECT = _env_or("SECURE_SSL_REDIRECT", env.bool, _HTTPS)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = _env_or("SECURE_HSTS_SECONDS", env.int, 31_536_000 if _HTTPS else 0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_or("SECURE_HSTS_INCLUDE_SUBDOMAINS", env.bool, True)
+    # Preloading is the domain owner's decision (it is hard to undo), so it is off unless asked for and
+    # Django's reminder about it is silenced.
+    SECURE_HSTS_PRELOAD = _env_or("SECURE_HSTS_PRELOAD", env.bool, False)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (otherwise the redirect would loop).
+    if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGGING = {
     "version": 1,

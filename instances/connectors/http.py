@@ -279,6 +279,18 @@ class HttpClient:
             message += f" {self.service} said: {redact(details)[:500]}"
         return ConnectorError(message, retryable=status >= 500 or status == 429, status=status)
 
+    def _scrub(self, text: str, headers: Mapping[str, Any] | None = None) -> str:
+        """``text`` redacted, and with the values of this client's credential headers masked: an exception
+        message (from a proxy, a TLS library) may quote the request's headers."""
+        text = redact(text)
+        for name, value in {**self.session.headers, **dict(headers or {})}.items():
+            if name.lower() not in SECRET_HEADERS or not value:
+                continue
+            for secret in (str(value), str(value).split(" ", 1)[-1]):  # "Bearer <token>" and the bare token
+                if len(secret) >= 8:
+                    text = text.replace(secret, "***")
+        return text
+
     def _rewind(self, data: Any, start: int | None) -> bool:
         """Put a file body back at its start for a retry; False when it cannot be (a one-shot stream)."""
         if data is None or isinstance(data, (bytes, str, dict, list, tuple)):
@@ -350,7 +362,14 @@ class HttpClient:
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
                 kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
-                logger.warning("%s %s -> %s (attempt %d): %s", method, shown, kind, attempt, redact(str(exc)))
+                logger.warning(
+                    "%s %s -> %s (attempt %d): %s",
+                    method,
+                    shown,
+                    kind,
+                    attempt,
+                    self._scrub(str(exc), headers),
+                )
                 problem = f"{self.service} {kind} ({redact(type(exc).__name__)})"
                 delay = self._backoff(attempt)
                 if attempt >= self.max_attempts or not self._rewind(data, start_pos):

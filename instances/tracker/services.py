@@ -197,10 +197,13 @@ def comment_delete(*, comment: Comment, actor: str) -> None:
 
 
 def safe_filename(name: str) -> str:
-    """A file name with no path, control characters or NUL, of bounded length; never empty."""
+    """A file name with no path, control characters or NUL, no invisible format characters (bidi overrides
+    such as U+202E, which make "invoice<U+202E>txt.exe" display as "invoiceexe.txt"; zero-width
+    characters), of bounded length; never empty."""
     name = unicodedata.normalize("NFC", str(name or ""))
     name = name.replace("\\", "/").split("/")[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().lstrip(".")
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name)
+    name = "".join(ch for ch in name if unicodedata.category(ch) != "Cf").strip().lstrip(".")
     if len(name) > MAX_FILENAME:
         stem, dot, ext = name.rpartition(".")
         ext = ext[:20] if dot else ""
