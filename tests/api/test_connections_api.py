@@ -126,3 +126,11 @@ def test_deactivate_and_activate(api, connection_id):
     assert api.post(f"/api/v1/connections/{connection_id}/activate/").json()["status"] == "active"
     assert api.delete(f"/api/v1/connections/{connection_id}/").status_code == 204
     assert api.get("/api/v1/connections/").json()["count"] == 0
+
+
+def test_the_api_docs_page_is_served_from_this_node(api, client, admin_user):
+    client.force_login(admin_user)
+    page = client.get("/api/docs/").content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
+    assert "cdn.jsdelivr" not in page and "unpkg" not in page
+    assert client.get("/api/schema/").status_code == 200
