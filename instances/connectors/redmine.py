@@ -402,6 +402,63 @@ class RedmineConnector(Connector):
 
         return _cached(("sha256", self.account, str(att["id"])), compute, ttl=7 * 86400.0)
 
+    # --- queries: Redmine's own issue filters, as a query string ----------------------------------------
+    # e.g. "tracker_id=1&status_id=open&priority_id=4" or "subject=~printer" (the filters of GET /issues.json).
+    QUERY_FILTERS = frozenset(
+        {
+            "project_id", "subproject_id", "tracker_id", "status_id", "assigned_to_id", "parent_id",
+            "priority_id", "author_id", "category_id", "fixed_version_id", "created_on", "updated_on",
+            "closed_on", "start_date", "due_date", "subject", "description", "is_private", "watcher_id",
+        }
+    )  # fmt: skip
+
+    def _query_params(self, query: str) -> dict[str, str]:
+        from urllib.parse import parse_qsl
+
+        try:
+            pairs = parse_qsl(query.strip().lstrip("?"), keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            raise ConnectorError(
+                "A Redmine trigger is a filter query string such as 'tracker_id=1&status_id=open'.",
+                status=400,
+            )
+        params: dict[str, str] = {}
+        for name, value in pairs:
+            if name not in self.QUERY_FILTERS and not re.fullmatch(r"cf_\d+", name):
+                raise ConnectorError(
+                    f"Redmine has no issue filter {name!r}. Use {', '.join(sorted(self.QUERY_FILTERS))} or "
+                    "cf_<custom field id>.",
+                    status=400,
+                )
+            params[name] = value
+        params.setdefault("status_id", "*")  # Redmine lists only open issues unless told otherwise
+        if self._settings().get("project"):
+            params.setdefault("project_id", self._settings()["project"])
+        return params
+
+    def _query(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.http.get_json(
+                "issues.json", params=params, action="search issues with the trigger's filter"
+            )
+        except ConnectorError as exc:
+            if exc.status in (404, 422):
+                raise ConnectorError(f"Redmine refused the filter: {exc.message}", status=400)
+            raise
+
+    def query_validate(self, query: str) -> None:
+        self._query({**self._query_params(query), "limit": 1})
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        found = self._query({**self._query_params(query), "issue_id": str(item["id"]), "limit": 1})
+        return bool(found.get("issues"))
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        params = {**self._query_params(query), "sort": "id:asc", "limit": min(PAGE, limit)}
+        if after and str(after).isdigit():
+            params["issue_id"] = f">={int(after) + 1}"
+        return [self.ref(issue) for issue in self._query(params).get("issues", [])]
+
     def find_item(self, key: str) -> ItemRef | None:
         item_id = parse_key(key)
         if item_id is None:

@@ -131,3 +131,43 @@ def test_builtin_and_redmine_sync_both_ways(redmine, pair):
     remote_after = _redmine_issue(redmine, twin.remote_id)
     assert len(remote_after["journals"]) == len(remote_before["journals"])
     assert Issue.objects.get(pk=issue.pk).version == issue.version
+
+
+def test_a_redmine_filter_trigger_and_bulk_exalate(redmine, redmine_project, pair):
+    """Triggers on a Redmine instance use Redmine's own issue filters; an invalid one gets Redmine's
+    message; a bulk exalate syncs what the filter matches."""
+    from instances.connectors import ConnectorError
+    from replicas import bulk, triggers
+    from replicas.models import BulkJob
+
+    _, project, red = pair
+    connection = red.connections.get()  # the Redmine side of the local connection
+    with pytest.raises(ConnectorError, match="no issue filter 'staus_id'"):
+        triggers.trigger_create(connection=connection, query="staus_id=open")
+    with pytest.raises(ConnectorError, match="Redmine refused the filter"):
+        triggers.trigger_create(connection=connection, query="created_on=><2020")
+    subjects = ["bulk urgent 1", "bulk normal", "bulk urgent 2"]
+    priorities = {
+        p["name"]: p["id"]
+        for p in redmine.call("GET", "enumerations/issue_priorities.json").json()["issue_priorities"]
+    }
+    for subject in subjects:
+        redmine.call(
+            "POST",
+            "issues.json",
+            json={
+                "issue": {
+                    "project_id": redmine_project["identifier"],
+                    "subject": subject,
+                    "priority_id": priorities["Urgent" if "urgent" in subject else "Normal"],
+                }
+            },
+        )
+    trigger = triggers.trigger_create(connection=connection, query=f"priority_id={priorities['Urgent']}")
+    job = bulk.bulk_start(connection=connection, kind="exalate", trigger=trigger)
+    job = BulkJob.objects.get(pk=job.pk)
+    assert (job.status, job.total, job.errors) == ("done", 2, [])
+    assert sorted(Issue.objects.filter(project=project).values_list("summary", flat=True)) == [
+        "bulk urgent 1",
+        "bulk urgent 2",
+    ]
