@@ -403,7 +403,7 @@ class RedmineConnector(Connector):
         return _cached(("sha256", self.account, str(att["id"])), compute, ttl=7 * 86400.0)
 
     # --- queries: Redmine's own issue filters, as a query string ----------------------------------------
-    # e.g. "tracker_id=1&status_id=open&priority_id=4" or "subject=~printer" (the filters of GET /issues.json).
+    # e.g. "tracker_id=1&status_id=open&priority_id=4" or "subject=~printer" (GET /issues.json filters).
     QUERY_FILTERS = frozenset(
         {
             "project_id", "subproject_id", "tracker_id", "status_id", "assigned_to_id", "parent_id",
