@@ -47,7 +47,7 @@ class Command(BaseCommand):
         finally:
             for proc in procs.values():
                 if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
+                    proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 10
             for proc in procs.values():
                 try:
