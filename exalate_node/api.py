@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -17,6 +18,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         )
+    if isinstance(exc, OverflowError):
+        # An id beyond the database's integer range (e.g. /connections/99999999999999999999/) cannot exist.
+        exc = exceptions.NotFound("No such object: the id is out of range.")
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -29,6 +33,52 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response.status_code = status.HTTP_400_BAD_REQUEST
         return response
     detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
+    if isinstance(exc, Http404) or str(detail) == "Not found.":
+        request = context.get("request")
+        where = f" at {request.path}" if request is not None else ""
+        detail = exceptions.ErrorDetail(
+            f"Not found: nothing{where} (check the id: list the objects to find it).", code="not_found"
+        )
     code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
     response.data = {"detail": str(detail), "code": str(code)}
     return response
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Every error the API returns: what went wrong and what to do next, and a machine code.",
+    "properties": {
+        "detail": {"type": "string", "description": "What went wrong and what to do next."},
+        "code": {"type": "string", "description": "A machine-readable code, e.g. invalid, not_found."},
+        "fields": {
+            "type": "object",
+            "additionalProperties": True,
+            "description": "Validation errors only: the messages per field.",
+        },
+    },
+    "required": ["detail", "code"],
+}
+
+ERROR_RESPONSES: dict[str, str] = {
+    "400": "The input is not valid: `detail` says what to fix, `fields` lists the messages per field.",
+    "401": "No credentials or invalid ones: send `Authorization: Token <key>` or log in.",
+    "403": "The user is not staff, or a session request lacks its CSRF token.",
+    "404": "No such object (or the id is out of range).",
+}
+
+
+def add_error_responses(
+    result: dict[str, Any], generator: Any, request: Any, public: bool, **kwargs: Any
+) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: declare the shared error body and the 4xx statuses on every
+    operation, so the schema lists every status the API answers (the contract the fuzz tests check)."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = operation.setdefault("responses", {})
+            for status_code, description in ERROR_RESPONSES.items():
+                responses.setdefault(status_code, {"description": description, "content": reference})
+    return result

@@ -211,6 +211,10 @@ SPECTACULAR_SETTINGS = {
     # The schema and its docs page are for the API's users: staff, like the API itself.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "exalate_node.api.add_error_responses",
+    ],
     # Swagger UI served from this node (drf-spectacular-sidecar), not from a CDN: works offline, no CSP hole.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

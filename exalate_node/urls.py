@@ -6,6 +6,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from exalate_node import views
 
+handler404 = "exalate_node.views.not_found"
+handler500 = "exalate_node.views.server_error"
+
 admin.site.site_header = "exalate-node"
 admin.site.site_title = "exalate-node admin"
 admin.site.index_title = "Sync node administration"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.views import defaults
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny
 
@@ -14,6 +15,38 @@ from exalate_node import __version__
 def home(request: HttpRequest) -> HttpResponse:
     """The node's front page is the admin UI's dashboard (which asks for a staff login)."""
     return redirect("ui:dashboard")
+
+
+MACHINE_PREFIXES = ("/api/", "/node/", "/hooks/")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 for a URL no route matches: the API's JSON error body under /api/, /node/ and /hooks/ (programs
+    read those), Django's page elsewhere. Only used with DEBUG off, as Django does for handler404."""
+    if request.path.startswith(MACHINE_PREFIXES):
+        return JsonResponse(
+            {
+                "detail": f"No such endpoint or object: {request.path}. Check the id and the path "
+                "against the API docs at /api/docs/.",
+                "code": "not_found",
+            },
+            status=404,
+        )
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500: a JSON body for programs (under /api/, /node/, /hooks/), Django's page elsewhere."""
+    if request.path.startswith(MACHINE_PREFIXES):
+        return JsonResponse(
+            {
+                "detail": "The node failed to handle this request; the error is in its log. "
+                "Retry, and report it if it persists.",
+                "code": "server_error",
+            },
+            status=500,
+        )
+    return defaults.server_error(request)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

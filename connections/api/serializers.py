@@ -10,6 +10,8 @@ from instances.models import Instance
 
 
 class InstanceBriefSerializer(serializers.ModelSerializer):
+    url = serializers.CharField(read_only=True, help_text="The tracker's base URL (may be empty).")
+
     class Meta:
         model = Instance
         fields = ["id", "uid", "name", "kind", "tracker_type", "url"]
@@ -22,6 +24,8 @@ class ConnectionSerializer(serializers.ModelSerializer):
     items_under_sync = serializers.IntegerField(read_only=True, default=0)
     queued_events = serializers.IntegerField(read_only=True, default=0)
     failed_events = serializers.IntegerField(read_only=True, default=0)
+    # Empty for local connections: a plain string, not format "uri" (which "" would violate).
+    remote_node_url = serializers.CharField(read_only=True)
 
     class Meta:
         model = Connection

@@ -37,6 +37,12 @@ class InstanceSerializer(serializers.ModelSerializer):
     def get_has_credentials(self, obj: Instance) -> bool:
         return bool(obj.credentials)
 
+    def validate_settings(self, value: object) -> dict:
+        # A form field "settings=null" is parsed as JSON and would reach the NOT NULL column (500).
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Settings must be a JSON object.")
+        return value
+
     def validate_credentials(self, value: object) -> str:
         if not isinstance(value, dict):
             raise serializers.ValidationError('Credentials must be a JSON object, e.g. {"token": "..."}.')

@@ -48,6 +48,7 @@ class ProjectViewSet(
     queryset = Project.objects.all()
     serializer_class = ProjectSerializer
     lookup_field = "key"
+    filterset_fields = ["instance"]
     search_fields = ["key", "name"]
     ordering_fields = ["key", "name"]
 
