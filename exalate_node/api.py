@@ -65,6 +65,10 @@ ERROR_RESPONSES: dict[str, str] = {
     "403": "The user is not staff, or a session request lacks its CSRF token.",
     "404": "No such object (or the id is out of range).",
 }
+# Only for operations that read a body.
+BODY_ERROR_RESPONSES: dict[str, str] = {
+    "415": "The body's content type is not one this endpoint reads (or the body is malformed): send JSON.",
+}
 
 
 def add_error_responses(
@@ -79,6 +83,7 @@ def add_error_responses(
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             responses = operation.setdefault("responses", {})
-            for status_code, description in ERROR_RESPONSES.items():
+            errors = ERROR_RESPONSES | (BODY_ERROR_RESPONSES if method in ("post", "put", "patch") else {})
+            for status_code, description in errors.items():
                 responses.setdefault(status_code, {"description": description, "content": reference})
     return result
