@@ -52,6 +52,12 @@ class Connection(models.Model):
     remote_node_url = models.URLField(max_length=500, blank=True)
     private_mode = models.BooleanField(default=False, help_text="Poll the peer instead of being called.")
     key = EncryptedTextField(blank=True, default="", help_text="Connection key (hex), encrypted at rest.")
+    # Key rotation (connections.rotation): the key before the last rotation stays valid for incoming
+    # requests until ``previous_key_until``, so messages signed just before the switch still verify.
+    previous_key = EncryptedTextField(blank=True, default="", help_text="The key before the last rotation.")
+    previous_key_until = models.DateTimeField(null=True, blank=True)
+    key_rotated_at = models.DateTimeField(null=True, blank=True)
+    rotation_started_at = models.DateTimeField(null=True, blank=True)
     status_message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -13,5 +13,7 @@ urlpatterns = [
     path("messages/", node_views.messages, name="messages"),
     path("messages/ack/", node_views.messages_ack, name="messages-ack"),
     path("status/", node_views.status, name="status"),
+    path("rotate-key/", node_views.rotate_key, name="rotate-key"),
+    path("rotate-key/confirm/", node_views.rotate_key_confirm, name="rotate-key-confirm"),
     path("attachments/<str:item_id>/<str:attachment_id>/", node_views.attachment, name="attachment"),
 ]

@@ -159,7 +159,22 @@ def authenticate(request: HttpRequest, body: bytes) -> Signed:
             body=body,
         )
     except signing.SignatureError as exc:
-        raise NodeRequestError(401, exc.reason, exc.message)
+        # Just after a key rotation the peer may still sign with the previous key (a message in flight,
+        # or it has not received the new key yet): it stays valid until ``previous_key_until``.
+        previous = _previous_key(conn) if exc.reason == "bad_signature" else None
+        if previous is None:
+            raise NodeRequestError(401, exc.reason, exc.message)
+        try:
+            signed = signing.verify_request(
+                key=previous,
+                headers=request.headers,
+                method=request.method or "",
+                path=request.get_full_path(),
+                body=body,
+            )
+        except signing.SignatureError:
+            raise NodeRequestError(401, exc.reason, exc.message)
+        key = previous
     if random.random() < 0.01:  # noqa: S311  (now and then, in case no sweeper runs)
         from connections.tasks import prune_nonces
 
@@ -172,6 +187,14 @@ def authenticate(request: HttpRequest, body: bytes) -> Signed:
             401, "replayed", "This request was already received (its nonce was used). Send a new request."
         )
     return Signed(conn, key, signed.nonce, body)
+
+
+def _previous_key(conn: Connection) -> bytes | None:
+    from django.utils import timezone
+
+    if conn.previous_key and conn.previous_key_until and conn.previous_key_until > timezone.now():
+        return bytes.fromhex(conn.previous_key)
+    return None
 
 
 def signed_response(auth: Signed, data: dict[str, Any], status: int = 200) -> JsonResponse:
@@ -426,6 +449,30 @@ def status(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
     with transaction.atomic():
         apply_peer_status(conn, value)
     return signed_response(auth, {"status": Connection.objects.get(pk=conn.pk).status})
+
+
+@node_endpoint("POST")
+def rotate_key(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
+    """The peer rotates the connection key (``connections.rotation``): answer with our public key, signed
+    with the key that verified the request (the one the peer holds), and switch to the new key."""
+    from connections.rotation import RotationConflict, answer_rotation
+
+    _require_open(auth.connection)
+    try:
+        answer = answer_rotation(auth.connection, auth.key, data)
+    except RotationConflict as exc:
+        raise NodeRequestError(409, "rotation_in_progress", str(exc))
+    except ValueError as exc:
+        raise MessageRejected(str(exc))
+    return signed_response(auth, answer)
+
+
+@node_endpoint("POST")
+def rotate_key_confirm(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
+    """The peer holds the new key (this request is signed with it): the previous key's grace ends soon."""
+    from connections.rotation import confirm_rotation
+
+    return signed_response(auth, {"confirmed": confirm_rotation(auth.connection, auth.key)})
 
 
 # Signing a streamed body would mean buffering it. Instead the response signature covers the status and

@@ -53,6 +53,7 @@ _RESPONSE_LABEL = b"exalate-node/response/v1"
 _TRANSCRIPT_LABEL = "exalate-node/handshake/v1"
 _PROOF_LABEL = b"exalate-node/handshake-proof/v1"
 _CONNECTION_KEY_INFO = b"exalate-node/connection-key/v1"
+_ROTATION_LABEL = "exalate-node/key-rotation/v1"
 
 _CONNECTION_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}$")
@@ -162,6 +163,43 @@ def derive_connection_key(*, private: bytes, peer_public: bytes, secret: bytes, 
         algorithm=hashes.SHA256(), length=KEY_BYTES, salt=secret, info=_CONNECTION_KEY_INFO + transcript
     )
     return hkdf.derive(shared)
+
+
+def rotation_transcript(
+    *, initiator_connection: str, rotation: str, initiator_pub: bytes, acceptor_pub: bytes
+) -> bytes:
+    """What both sides of a key rotation bind the new key to: the initiating side's connection id, the
+    rotation id and both ephemeral public keys (canonical JSON)."""
+    _check_pub(initiator_pub, "initiator_pub")
+    _check_pub(acceptor_pub, "acceptor_pub")
+    return json.dumps(
+        {
+            "label": _ROTATION_LABEL,
+            "connection": initiator_connection,
+            "rotation": rotation,
+            "initiator_pub": initiator_pub.hex(),
+            "acceptor_pub": acceptor_pub.hex(),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+def derive_rotated_key(*, private: bytes, peer_public: bytes, old_key: bytes, transcript: bytes) -> bytes:
+    """The next connection key: a fresh X25519 exchange, salted with the current key.
+
+    The request that carries the public keys is signed with the current key, so only the two nodes take
+    part; the fresh exchange means a key stolen later cannot be used to compute the next one."""
+    return derive_connection_key(
+        private=private, peer_public=peer_public, secret=old_key, transcript=transcript
+    )
+
+
+def fingerprint(key: bytes) -> str:
+    """A short, non-secret fingerprint of a connection key (``"1a2b-3c4d"``): equal on both sides after a
+    rotation, so two admins can compare them."""
+    digest = hashlib.sha256(b"exalate-node/key-fingerprint/v1" + key).hexdigest()
+    return f"{digest[:4]}-{digest[4:8]}"
 
 
 def _check_pub(pub: Any, name: str) -> None:

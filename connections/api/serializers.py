@@ -26,6 +26,9 @@ class ConnectionSerializer(serializers.ModelSerializer):
     failed_events = serializers.IntegerField(read_only=True, default=0)
     # Empty for local connections: a plain string, not format "uri" (which "" would violate).
     remote_node_url = serializers.CharField(read_only=True)
+    key_fingerprint = serializers.SerializerMethodField(
+        help_text="A short, non-secret fingerprint of the connection key: equal on both nodes."
+    )
 
     class Meta:
         model = Connection
@@ -49,8 +52,15 @@ class ConnectionSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "activated_at",
+            "key_fingerprint",
+            "key_rotated_at",
         ]
         read_only_fields = fields
+
+    def get_key_fingerprint(self, obj: Connection) -> str:
+        from connections.rotation import key_fingerprint
+
+        return key_fingerprint(obj)
 
 
 class InitiateSerializer(serializers.Serializer):

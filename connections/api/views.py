@@ -140,6 +140,19 @@ class ConnectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             raise _invalid(exc)
         return Response(ConnectionSerializer(self.get_queryset().get(pk=pk)).data)
 
+    @extend_schema(request=None, responses={200: ConnectionSerializer})
+    @action(detail=True, methods=["post"], url_path="rotate-key")
+    def rotate_key(self, request: Request, pk: str | None = None) -> Response:
+        """Rotate the connection key with the other node (both nodes switch; sync goes on). The answer's
+        `key_fingerprint` is the new key's, equal on both nodes."""
+        from connections.rotation import RotationError, rotate_key
+
+        try:
+            rotate_key(self.get_object())
+        except RotationError as exc:
+            raise _invalid(exc)
+        return Response(ConnectionSerializer(self.get_queryset().get(pk=pk)).data)
+
     def _twin_payload(self, twin: Twin) -> dict:
         return {
             "twin": twin.pk,

@@ -14,6 +14,7 @@ urlpatterns = [
     path("connections/<int:pk>/", views.connection_detail, name="connection"),
     path("connections/<int:pk>/activate/", views.connection_activate, name="activate"),
     path("connections/<int:pk>/deactivate/", views.connection_deactivate, name="deactivate"),
+    path("connections/<int:pk>/rotate-key/", views.connection_rotate_key, name="rotate_key"),
     path("connections/<int:pk>/delete/", views.connection_delete, name="delete"),
     path("connections/<int:pk>/exalate/", views.connection_exalate, name="exalate"),
     path("connections/<int:pk>/invite/", views.connection_invite_again, name="invite"),

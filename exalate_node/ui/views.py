@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from connections import services as connection_services
 from connections.models import Connection
+from connections.rotation import RotationError, key_fingerprint, rotate_key
 from exalate_node.ui import forms
 from instances.connectors import ConnectorError
 from instances.models import Attachment, Instance, Issue, Project
@@ -169,6 +170,7 @@ def connection_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "twins": paginator.get_page(request.GET.get("page")),
         "exalate_form": forms.ItemKeyForm(),
         "rules": RulesVersion.objects.filter(connection=connection).order_by("-version").first(),
+        "key_fingerprint": "" if connection.is_local else key_fingerprint(connection),
         "pending_invitation": connection.invitations.filter(
             used_at__isnull=True, revoked_at__isnull=True
         ).first(),
@@ -207,6 +209,24 @@ def connection_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
         connection_services.connection_deactivate,
         "“{name}” is paused: changes are queued and flow in order when you activate it again.",
     )
+
+
+@staff_member_required
+@require_POST
+def connection_rotate_key(request: HttpRequest, pk: int) -> HttpResponse:
+    """Rotate the connection key with the other node; the message shows the new fingerprint."""
+    connection = get_object_or_404(Connection, pk=pk)
+    try:
+        rotated = rotate_key(connection)
+    except RotationError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"“{connection.name}” has a new key (fingerprint {key_fingerprint(rotated)}); the other node "
+            "shows the same fingerprint.",
+        )
+    return _back(request, reverse("ui:connection", args=[pk]))
 
 
 @staff_member_required
