@@ -26,6 +26,11 @@ parent, and every ``Custom.*`` field a custom field (by its name without ``Custo
   the hubIssue is the attachment's GUID; Azure DevOps records no content hash (``sha256`` is None).
 * Polling (``search_updated_since``) runs WIQL on ``System.ChangedDate`` with ``timePrecision=true`` (without
   it WIQL compares dates only), then reads the changed dates of the ids it got.
+* Triggers hold a WIQL condition (what follows ``WHERE`` in a work item query, e.g. ``[System.Tags]
+  CONTAINS 'sync' AND [System.State] = 'Active'``); a full ``SELECT … FROM WorkItems WHERE …`` is cut down to
+  its condition. Azure DevOps evaluates it: ``POST {project}/{team}/_apis/wit/wiql`` limited to the project
+  (``[System.TeamProject] = @project``), ``[System.Id] = <id>`` for one item, ``[System.Id] > <after> ORDER
+  BY [System.Id]`` with ``$top`` for pages.
 * Service hooks (``workitem.created/updated/commented/deleted``, "Web Hooks" consumer) are verified by
   either basic authentication (secret ``user:password``, set as the subscription's basic auth) or a shared
   secret header ``X-Exalate-Token: <secret>`` (the subscription's "HTTP headers" field); redeliveries
@@ -529,6 +534,65 @@ class AzureDevOpsConnector(Connector):
             ),
             action=f"download attachment {attachment_id} of work item {item_id}",
         )
+
+    # --- queries: WIQL conditions (triggers, bulk exalate) -------------------------------------------------
+    def _wiql_condition(self, query: str) -> str:
+        condition = query.strip()
+        full = re.match(r"(?is)^select\s.+?\sfrom\s+(\w+)\s*(?:where\s+(.*))?$", condition)
+        if full:
+            if full.group(1).lower() != "workitems":
+                raise ConnectorError(
+                    f"A trigger selects work items: use FROM WorkItems, not FROM {full.group(1)} (or write "
+                    "only the condition, e.g. [System.Tags] CONTAINS 'sync').",
+                    status=400,
+                )
+            condition = (full.group(2) or "").strip()
+        # The node orders and pages by id itself: drop a trailing ORDER BY (and ASOF) outside quotes.
+        return re.sub(r"(?is)\s*\b(?:order\s+by|asof)\b[^']*$", "", condition).strip()
+
+    def _wiql(self, query: str, extra: str = "", *, top: int, action: str) -> list[str]:
+        condition = self._wiql_condition(query)
+        where = "[System.TeamProject] = @project" + (f" AND ({condition})" if condition else "") + extra
+        # The condition is the trigger's own WIQL: Azure DevOps parses and checks it (no string building
+        # beyond the node's own id bounds, which are digits).
+        wiql = f"SELECT [System.Id] FROM WorkItems WHERE {where} ORDER BY [System.Id]"  # noqa: S608
+        team = self._settings().get("team") or f"{self.project} Team"
+        response = self.http.request(
+            "POST",
+            f"{quote(self.project)}/{quote(team)}/_apis/wit/wiql?"
+            + urlencode({"$top": top, "api-version": V_WIQL}),
+            json={"query": wiql},
+            action=action,
+            ok_statuses=(400,),
+        )
+        data = response.json() if response.content else {}
+        if response.status_code == 400:
+            raise ConnectorError(
+                f"Azure DevOps refused the trigger's WIQL condition: {data.get('message') or data}. A "
+                "trigger holds what follows WHERE in a work item query (e.g. [System.Tags] CONTAINS 'sync' "
+                "AND [System.State] = 'Active'); try it in Boards → Queries, then save the trigger again.",
+                status=400,
+            )
+        return [str(w["id"]) for w in data.get("workItems") or []]
+
+    def query_validate(self, query: str) -> None:
+        self._wiql(query, top=1, action="check the trigger's WIQL condition")
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        item_id = str(item["id"])
+        if not item_id.isdigit():
+            return False
+        found = self._wiql(
+            query, f" AND [System.Id] = {int(item_id)}", top=1, action=f"match #{item_id} against the trigger"
+        )
+        return item_id in found
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        extra = f" AND [System.Id] > {int(after)}" if after and str(after).isdigit() else ""
+        ids = self._wiql(
+            query, extra, top=max(1, min(limit, 20000)), action="search work items with the trigger's WIQL"
+        )
+        return [ItemRef(id=i, key=f"#{i}", url=self.item_url(i)) for i in ids[:limit]]
 
     # --- housekeeping ------------------------------------------------------------------------------------
     def test_credentials(self) -> str:

@@ -35,6 +35,9 @@ and by polling ``search_updated_since`` (``since`` with ``sort=updated&direction
 pagination). Polls and reads send ``If-None-Match`` with the last ETag: an unchanged answer is a 304, which
 GitHub does not count against the rate limit.
 
+Triggers hold issue search qualifiers and words (``label:sync state:open``), searched with ``GET
+/search/issues``: see ``query_search`` for the order and paging, ``docs/connectors.md`` for the scheme.
+
 Tests swap the HTTP session through ``instances.connectors._common.use_transport`` (see there), or assign
 ``connector.http`` directly.
 """
@@ -93,6 +96,18 @@ HINTS = {
     410: "issues are disabled in this repository, or the issue was deleted.",
     422: "GitHub rejected the values. Check the sync rules' mapping (labels, assignees, milestone).",
 }
+
+# Issue search qualifiers a trigger may use (GitHub's "Searching issues and pull requests"); GitHub reads an
+# unknown qualifier as plain text, so the connector refuses it instead of silently matching nothing.
+QUERY_QUALIFIERS = frozenset(
+    {
+        "is", "type", "in", "author", "assignee", "mentions", "commenter", "involves", "team", "label",
+        "milestone", "project", "state", "reason", "no", "has", "language", "comments", "interactions",
+        "reactions", "created", "updated", "closed", "archived", "linked", "parent-issue", "sub-issue",
+    }
+)  # fmt: skip
+SCOPE_QUALIFIERS = frozenset({"repo", "org", "user", "sort"})  # set by the connector
+_QUALIFIER_RE = re.compile(r'(?:^|(?<=\s))-?(?P<name>[A-Za-z][\w-]*):(?P<value>"[^"]*"|\S*)')
 
 # Per-process memory shared by the connectors of one GitHub account (a connector is built per call).
 _seen = SeenWindow()
@@ -281,6 +296,10 @@ class GitHubConnector(Connector):
     parse_webhook = staticmethod(parse_webhook)
 
     _http: HttpClient | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._created: dict[str, str] = {}  # issue number -> created_at, from the last query pages
 
     # --- plumbing ----------------------------------------------------------------------------------------
     @property
@@ -656,6 +675,108 @@ class GitHubConnector(Connector):
             f"attachments in the outgoing sync rules (replica.attachments = []).",
             retryable=False,
         )
+
+    # --- queries: GitHub issue search (triggers, bulk exalate) ----------------------------------------------
+    # A trigger holds search qualifiers and words as typed in GitHub's issue search ("label:sync state:open").
+    # The connector adds "repo:<owner/name> is:issue" and orders by creation date: GET /search/issues.
+    def _query_condition(self, query: str) -> str:
+        condition = " ".join(query.split())
+        for match in _QUALIFIER_RE.finditer(re.sub(r'(^|\s)"[^"]*"', r"\1", condition)):  # not in phrases
+            name, value = match.group("name").lower(), match.group("value").strip('"').lower()
+            if name in SCOPE_QUALIFIERS:
+                raise ConnectorError(
+                    f"Remove '{match.group(0)}' from the trigger: the node limits it to {self.repo} and "
+                    "orders by creation date itself.",
+                    status=400,
+                )
+            if name not in QUERY_QUALIFIERS:
+                raise ConnectorError(
+                    f"GitHub issue search has no qualifier '{name}:' (GitHub would search for the text "
+                    f"'{match.group(0)}' instead). Use one of {', '.join(sorted(QUERY_QUALIFIERS))}.",
+                    status=400,
+                )
+            if name in ("is", "type") and value in ("pr", "pull-request"):
+                raise ConnectorError(
+                    "Triggers on GitHub select issues; pull requests are not synced. Remove "
+                    f"'{match.group(0)}'.",
+                    status=400,
+                )
+        return condition
+
+    def _search(self, condition: str, *, created_from: str = "", page: int = 1, per_page: int = PAGE) -> Any:
+        q = f"repo:{self.repo} is:issue {condition}".strip()
+        if created_from:
+            q += f" created:>={created_from}"
+        response = self.http.request(
+            "GET",
+            "search/issues",
+            params={"q": q, "sort": "created", "order": "asc", "per_page": per_page, "page": page},
+            action="search issues with the trigger's query",
+            ok_statuses=(422,),
+        )
+        data = response.json()
+        if response.status_code == 422:
+            errors = [
+                e.get("message") or e.get("code") for e in data.get("errors") or [] if isinstance(e, dict)
+            ]
+            raise ConnectorError(
+                f"GitHub refused the trigger's search query: {'; '.join(errors) or data.get('message')}. Fix "
+                "the query (try it in the repository's issue search first) and save the trigger again.",
+                status=400,
+            )
+        if data.get("incomplete_results"):
+            raise ConnectorError(
+                "GitHub's search timed out and returned incomplete results for the trigger's query; the node "
+                "tries again later. A narrower query (fewer words, more qualifiers) helps.",
+                retryable=True,
+                status=503,
+            )
+        return data
+
+    def query_validate(self, query: str) -> None:
+        self._search(self._query_condition(query), per_page=1)
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        """Search for the query among issues created from the item's creation time on and look for it.
+
+        GitHub's search index lags a few seconds behind writes: a brand-new issue may be found only on its
+        next change (or the next poll)."""
+        condition = self._query_condition(query)
+        number = int(item["id"])
+        created = str(item.get("created") or "")
+        for page in range(1, 11):  # the search API serves the first 1000 results
+            data = self._search(condition, created_from=created, page=page)
+            items = data.get("items") or []
+            if any(int(hit["number"]) == number for hit in items):
+                return True
+            if len(items) < PAGE:
+                break
+        return False
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        """Matching issues ordered by (creation time, number), the page after issue ``after``.
+
+        GitHub sorts search results by ``created`` only and serves at most 1000 results per query, so each
+        page is a fresh search from the creation time of ``after`` on (``created:>=``), re-sorted by (time,
+        number) and cut after ``after``: creation times never change, so the order is stable."""
+        condition = self._query_condition(query)
+        start: tuple[str, int] = ("", 0)
+        if after:
+            number = self._number(after)
+            created = self._created.get(number) or str(self._raw_issue(number).get("created_at") or "")
+            start = (created, int(number))
+        refs: list[ItemRef] = []
+        for page in range(1, 11):
+            data = self._search(condition, created_from=start[0], page=page)
+            items = data.get("items") or []
+            for hit in sorted(items, key=lambda i: (i["created_at"], int(i["number"]))):
+                if (hit["created_at"], int(hit["number"])) <= start or hit.get("pull_request"):
+                    continue
+                self._created[str(hit["number"])] = hit["created_at"]
+                refs.append(self.ref(hit))
+            if len(refs) >= limit or len(items) < PAGE:
+                break
+        return refs[:limit]
 
     # --- housekeeping ------------------------------------------------------------------------------------
     def test_credentials(self) -> str:

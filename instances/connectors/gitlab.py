@@ -24,6 +24,11 @@ other labels are the labels; the first assignee is the assignee, the author the 
 * Polling: ``GET /projects/:id/issues?updated_after=&order_by=updated_at&sort=asc``, pages by
   ``X-Next-Page``. Webhooks (issue and note events) are checked with ``X-Gitlab-Token`` (constant-time) and
   de-duplicated on ``Idempotency-Key`` (GitLab 17.4+) or ``X-Gitlab-Event-UUID``.
+* Triggers hold issue list filters as a query string, the parameters of ``GET /projects/:id/issues``
+  (``labels=sync&state=opened``, ``assignee_username=ed&search=printer``, ``not[labels]=wontfix``). GitLab
+  checks the values (400) but ignores unknown parameters, so names are checked against the documented
+  filters first. One item: ``iids[]=<iid>``; pages: ``order_by=created_at&sort=asc`` from the creation
+  time of the last issue (``created_after``, inclusive), cut after it by (time, iid).
 * ``is_own_change``: the node remembers the ``updated_at`` its writes left; a webhook body's ``user`` (who
   made the change) is compared with the token's user.
 """
@@ -59,6 +64,23 @@ HINTS = {
 # A project upload's markdown link: [name](/uploads/<32 hex secret>/<filename>)
 _UPLOAD_RE = re.compile(r"\[([^\]]*)\]\((?:[^)\s]*?)/uploads/([0-9a-f]{10,64})/([^)\s]+)\)")
 
+# The filters of GET /projects/:id/issues a trigger may use (GitLab's Issues API reference); ``not[<filter>]``
+# negates one of those marked negatable.
+QUERY_FILTERS = frozenset(
+    {
+        "assignee_id", "assignee_username", "author_id", "author_username", "confidential", "created_after",
+        "created_before", "due_date", "epic_id", "health_status", "in", "issue_type", "iteration_id",
+        "iteration_title", "labels", "milestone", "milestone_id", "my_reaction_emoji", "search", "state",
+        "updated_after", "updated_before", "weight",
+    }
+)  # fmt: skip
+NEGATABLE = frozenset(
+    {
+        "assignee_id", "assignee_username", "author_id", "author_username", "iids", "iteration_id",
+        "iteration_title", "labels", "milestone", "milestone_id", "my_reaction_emoji", "weight",
+    }
+)  # fmt: skip
+
 _seen = common.SeenWindow()
 _own = common.OwnWrites()
 _deliveries = common.ReplayGuard()
@@ -86,6 +108,10 @@ class GitLabConnector(Connector):
     tracker_type = "gitlab"
 
     _http: HttpClient | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._created: dict[str, str] = {}  # iid -> created_at, from the last query pages
 
     # --- plumbing ----------------------------------------------------------------------------------------
     @property
@@ -494,6 +520,96 @@ class GitLabConnector(Connector):
             self._p(f"uploads/{secret}/{quote(filename)}"),
             action=f"download attachment {filename} of issue #{item_id}",
         )
+
+    # --- queries: issue list filters (triggers, bulk exalate) ---------------------------------------------
+    def _query_params(self, query: str) -> list[tuple[str, str]]:
+        from urllib.parse import parse_qsl
+
+        text = query.strip().lstrip("?")
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True) if text else []
+        except ValueError:
+            raise ConnectorError(
+                "A GitLab trigger is a query string of issue list filters, such as "
+                "'labels=sync&state=opened'.",
+                status=400,
+            )
+        for name, _ in pairs:
+            negated = re.fullmatch(r"not\[(\w+)\]", name)
+            if negated and negated.group(1) in NEGATABLE:
+                continue
+            if name not in QUERY_FILTERS:
+                raise ConnectorError(
+                    f"GitLab's issue list has no filter {name!r} (GitLab would ignore it and match more "
+                    f"issues than meant). Use {', '.join(sorted(QUERY_FILTERS))}, or not[<filter>] to "
+                    "negate.",
+                    status=400,
+                )
+        return pairs
+
+    def _query(self, pairs: list[tuple[str, str]], extra: dict[str, Any], *, action: str) -> Any:
+        params: dict[str, Any] = {"state": "all"}  # GitLab lists open and closed issues unless told
+        for name, value in pairs:
+            if name in params and name != "state":
+                params[name] = [*(params[name] if isinstance(params[name], list) else [params[name]]), value]
+            else:
+                params[name] = value
+        params.update(extra)
+        response = self.http.request(
+            "GET", self._p("issues"), params=params, action=action, ok_statuses=(400,)
+        )
+        if response.status_code == 400:
+            body = response.json() if response.content else {}
+            detail = body.get("error") or body.get("message") or body
+            raise ConnectorError(
+                f"GitLab refused the trigger's filters: {detail}. Fix the query (the parameters of the issue "
+                "list, e.g. labels=sync&state=opened) and save the trigger again.",
+                status=400,
+            )
+        return response
+
+    def query_validate(self, query: str) -> None:
+        self._query(self._query_params(query), {"per_page": 1}, action="check the trigger's filters")
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        iid = str(item["id"])
+        found = self._query(
+            self._query_params(query),
+            {"iids[]": iid, "per_page": 1},
+            action=f"match #{iid} against the trigger",
+        ).json()
+        return any(str(issue["iid"]) == iid for issue in found)
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        """Matching issues ordered by (created_at, iid), the page after issue ``after``."""
+        pairs = self._query_params(query)
+        start: tuple[str, int] = ("", 0)
+        if after and str(after).isdigit():
+            start = (
+                self._created.get(str(after)) or str(self._raw(str(after)).get("created_at") or ""),
+                int(after),
+            )
+        extra: dict[str, Any] = {"order_by": "created_at", "sort": "asc", "per_page": PER_PAGE}
+        if start[0]:
+            extra["created_after"] = start[0]
+        refs: list[ItemRef] = []
+        page = "1"
+        while page and len(refs) < limit:
+            response = self._query(
+                pairs, {**extra, "page": page}, action="search issues with the trigger's filters"
+            )
+            for issue in sorted(
+                response.json(), key=lambda i: (common.parse_ts(i["created_at"]), int(i["iid"]))
+            ):
+                if start[0] and (common.parse_ts(issue["created_at"]), int(issue["iid"])) <= (
+                    common.parse_ts(start[0]),
+                    start[1],
+                ):
+                    continue
+                self._created[str(issue["iid"])] = issue["created_at"]
+                refs.append(self.ref(issue))
+            page = response.headers.get("X-Next-Page") or ""
+        return refs[:limit]
 
     # --- housekeeping ------------------------------------------------------------------------------------
     def test_credentials(self) -> str:

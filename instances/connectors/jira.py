@@ -32,6 +32,9 @@ secret; see ``verify_webhook``) and by polling ``search_updated_since`` (``POST 
 with ``nextPageToken``). JQL dates have minute precision and are read in the API user's time zone, which the
 connector reads from ``/rest/api/3/myself``.
 
+Triggers hold JQL, limited to the project: ``jql/parse?validation=strict`` checks it, ``jql/match`` tells
+whether one issue matches, ``search/jql`` with ``id > <after> ORDER BY id ASC`` pages through the matches.
+
 Tests swap the HTTP session through ``instances.connectors._common.use_transport``.
 """
 
@@ -42,6 +45,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -221,6 +225,25 @@ class MultipartStream:
 
 
 # --- webhooks --------------------------------------------------------------------------------------------
+
+
+def jql_condition(query: str) -> str:
+    """The trigger's JQL without a trailing ``ORDER BY`` (outside quotes): the connector sets the order."""
+    quote_char = ""
+    escaped = False
+    for i, ch in enumerate(query):
+        if quote_char:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote_char:
+                quote_char = ""
+        elif ch in "\"'":
+            quote_char = ch
+        elif (i == 0 or not query[i - 1].isalnum()) and re.match(r"order\s+by\b", query[i:], re.IGNORECASE):
+            return query[:i].strip()
+    return query.strip()
 
 
 def verify_webhook(
@@ -785,6 +808,80 @@ class JiraConnector(Connector):
             f"{API}/attachment/content/{quote(str(attachment_id), safe='')}?redirect=false",
             action=f"download attachment {attachment_id} of issue {item_id}",
         )
+
+    # --- queries: JQL (triggers, bulk exalate) ----------------------------------------------------------
+    # A trigger holds JQL as typed in Jira's issue search ("labels = sync AND priority = High"). It is
+    # always limited to the instance's project; a trailing ORDER BY is dropped (the connector pages by id).
+    def _scoped_jql(self, query: str) -> str:
+        condition = jql_condition(query)
+        scope = f'project = "{self.project_key}"'
+        return f"{scope} AND ({condition})" if condition else scope
+
+    def _jql_refused(self, errors: list[str] | str) -> ConnectorError:
+        text = "; ".join(errors) if isinstance(errors, list) else errors
+        return ConnectorError(
+            f"Jira refused the trigger's JQL: {text} Fix the query (try it in Jira's issue search first) "
+            "and save the trigger again.",
+            status=400,
+        )
+
+    def _jql_call(self, path: str, body: dict[str, Any], action: str) -> dict[str, Any]:
+        response = self.http.request("POST", path, json=body, action=action, ok_statuses=(400,))
+        data = response.json() if response.content else {}
+        if response.status_code == 400:
+            errors = list(data.get("errorMessages") or []) + [
+                f"{k}: {v}" for k, v in (data.get("errors") or {}).items()
+            ]
+            raise self._jql_refused(errors or "the query is not valid JQL.")
+        return data
+
+    def query_validate(self, query: str) -> None:
+        """``POST /rest/api/3/jql/parse?validation=strict``: syntax, fields, values and permissions."""
+        condition = jql_condition(query)
+        if not condition:
+            return  # every issue of the project
+        data = self._jql_call(
+            f"{API}/jql/parse?validation=strict", {"queries": [condition]}, "check the trigger's JQL"
+        )
+        for parsed in data.get("queries") or []:
+            if parsed.get("errors"):
+                raise self._jql_refused(list(parsed["errors"]))
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        """``POST /rest/api/3/jql/match``: Jira evaluates the JQL against the one issue."""
+        data = self._jql_call(
+            f"{API}/jql/match",
+            {"issueIds": [int(item["id"])], "jqls": [self._scoped_jql(query)]},
+            f"match issue {item.get('key') or item['id']} against the trigger's JQL",
+        )
+        [result] = data.get("matches") or [{"errors": [], "matchedIssues": []}]
+        if result.get("errors"):
+            raise self._jql_refused(list(result["errors"]))
+        return int(item["id"]) in {int(i) for i in result.get("matchedIssues") or []}
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        """``(JQL) AND id > <after> ORDER BY id ASC`` through ``POST /rest/api/3/search/jql``: ids only grow,
+        so the order is stable and a page never repeats or skips an issue that still matches."""
+        jql = self._scoped_jql(query)
+        if after and str(after).isdigit():
+            jql += f" AND id > {int(after)}"
+        jql += " ORDER BY id ASC"
+        refs: list[ItemRef] = []
+        token: str | None = None
+        while len(refs) < limit:
+            body: dict[str, Any] = {
+                "jql": jql,
+                "fields": ["updated"],
+                "maxResults": min(PAGE, limit - len(refs)),
+            }
+            if token:
+                body["nextPageToken"] = token
+            page = self._jql_call(f"{API}/search/jql", body, "search issues with the trigger's JQL")
+            refs += [self.ref(issue) for issue in page.get("issues") or []]
+            token = page.get("nextPageToken")
+            if page.get("isLast", True) or not token:
+                break
+        return refs[:limit]
 
     # --- housekeeping ------------------------------------------------------------------------------------
     def test_credentials(self) -> str:

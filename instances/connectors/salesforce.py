@@ -25,6 +25,10 @@ is a custom field; ``ParentId`` the parent.
   records MD5 checksums only, so ``sha256`` is None.
 * Polling: SOQL on ``SystemModstamp`` (``>=`` cursor minus an overlap, ``ORDER BY SystemModstamp, Id``),
   following ``nextRecordsUrl``, de-duplicated on (Id, SystemModstamp).
+* Triggers hold a SOQL condition, what follows ``WHERE`` (``Priority = 'High' AND IsClosed = false``); a
+  full ``SELECT … FROM Case WHERE …`` is cut down to it. Salesforce evaluates it: ``SELECT Id, CaseNumber,
+  SystemModstamp FROM Case WHERE (<condition>) …`` with ``AND Id = '<id>'`` for one record and ``AND Id >
+  '<after>' ORDER BY Id LIMIT n`` for pages (record ids of one object compare in creation order).
 * Webhooks: Salesforce has no signed JSON webhooks; a Flow or Apex HTTP callout may post ``{"Id": "..."}``
   with the shared secret in ``X-Exalate-Token`` (Outbound Messages, SOAP without a secret, are not
   accepted).
@@ -75,7 +79,9 @@ _ID_RE = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
 
 def soql(fields: str, sobject: str, where: str = "", order: str = "", limit: int = 0) -> str:
     """A SOQL statement. Every value inside ``where`` comes from ``soql_quote`` or is a timestamp this module
-    formatted, and ``sobject`` is checked to be a plain name: nothing from outside is pasted in raw."""
+    formatted, and ``sobject`` is checked to be a plain name: nothing from outside is pasted in raw — except
+    a trigger's own SOQL condition (``_trigger_where``), which an administrator wrote to be run as SOQL and
+    which goes in parentheses (SOQL only reads, and Salesforce checks it against the user's access)."""
     parts = ["SELECT", fields, "FROM", sobject]
     if where:
         parts += ["WHERE", where]
@@ -543,6 +549,64 @@ class SalesforceConnector(Connector):
             f"{self.data}/sobjects/ContentVersion/{rows[0]['Id']}/VersionData",
             action=f"download file {attachment_id} of {item_id}",
         )
+
+    # --- queries: SOQL conditions (triggers, bulk exalate) -------------------------------------------------
+    def _trigger_where(self, query: str, bound: str = "") -> str:
+        condition = query.strip()
+        full = re.match(r"(?is)^select\s.+?\sfrom\s+(\w+)\s*(.*)$", condition)
+        if full:
+            if full.group(1).lower() != self.sobject.lower():
+                raise ConnectorError(
+                    f"The trigger selects {full.group(1)} records; this instance syncs {self.sobject}. Write "
+                    "only the condition (e.g. Priority = 'High' AND IsClosed = false).",
+                    status=400,
+                )
+            condition = re.sub(r"(?is)^where\s+", "", full.group(2).strip())
+        condition = re.sub(r"(?is)^where\s+", "", condition)
+        # The node orders and limits itself: drop a trailing ORDER BY / LIMIT (outside quotes).
+        condition = re.sub(r"(?is)\s*\b(?:order\s+by|limit)\b[^']*$", "", condition).strip()
+        return " AND ".join(filter(None, (f"({condition})" if condition else "", bound)))
+
+    def _trigger_query(self, statement: str, *, action: str) -> list[dict[str, Any]]:
+        try:
+            return list(self.query(statement, action=action))
+        except ConnectorError as exc:
+            if exc.status != 400:
+                raise
+            said = exc.message.split("Salesforce said: ", 1)[-1]
+            raise ConnectorError(
+                f"Salesforce refused the trigger's SOQL condition: {said.strip()} Fix the condition (what "
+                f"follows WHERE in a query on {self.sobject}) and save the trigger again.",
+                status=400,
+            )
+
+    def query_validate(self, query: str) -> None:
+        self._trigger_query(
+            soql("Id", self.sobject, self._trigger_where(query), limit=1), action="check the trigger's SOQL"
+        )
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        record_id = str(item["id"])
+        if not _ID_RE.fullmatch(record_id):
+            return False
+        rows = self._trigger_query(
+            soql("Id", self.sobject, self._trigger_where(query, f"Id = {soql_quote(record_id)}"), limit=1),
+            action=f"match {item.get('key') or record_id} against the trigger",
+        )
+        return any(r["Id"] == record_id for r in rows)
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        bound = f"Id > {soql_quote(after)}" if after and _ID_RE.fullmatch(str(after)) else ""
+        statement = soql(
+            "Id, CaseNumber, SystemModstamp",
+            self.sobject,
+            self._trigger_where(query, bound),
+            "Id ASC",
+            limit=max(1, min(limit, 2000)),
+        )
+        return [
+            self.ref(rec) for rec in self._trigger_query(statement, action="search with the trigger's SOQL")
+        ]
 
     # --- housekeeping ------------------------------------------------------------------------------------
     def test_credentials(self) -> str:

@@ -30,6 +30,13 @@ no labels (``[]``); ``assigned_to`` and ``caller_id`` (or ``opened_by``) by e-ma
   the connector raises a ConnectorError that names it, before sending anything.
 * Polling: ``sysparm_query=sys_updated_on>=<cursor - overlap>^ORDERBYsys_updated_on`` with
   ``sysparm_limit``/``sysparm_offset``, de-duplicated on (sys_id, sys_updated_on).
+* Triggers hold an encoded query, as a list filter's "Copy query" gives it (``active=true^priority=1``,
+  ``short_descriptionLIKEprinter^ORcategory=network``); a trailing ``ORDERBY`` is dropped. ServiceNow
+  evaluates it on the Table API (``sysparm_query``), ``^sys_id=<id>`` for one record and
+  ``^number><after>^ORDERBYnumber`` for pages. ServiceNow *ignores* a condition on a field the table does
+  not have (unless ``glide.invalid_query.returns_no_rows`` is set), which would match more records than
+  meant: the connector checks every field name (before any dot-walk) against the fields of a record of the
+  table and refuses unknown ones.
 * ServiceNow sends no webhooks of its own: a business rule with an outbound REST message may post
   ``{"sys_id": "...", "table": "..."}`` to the node with the shared secret in ``X-Exalate-Token``.
 * ``is_own_change``: the record's ``sys_mod_count`` is one the node's write left, or ``sys_updated_by`` is
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import IO, Any
@@ -51,6 +59,7 @@ from instances.connectors.http import HttpClient
 
 OVERLAP = timedelta(seconds=10)
 PAGE = 100
+FIELDS_TTL = 3600.0  # how long the field names of the table are trusted
 # The default incident priority lookup (impact, urgency) → priority; the first pair for each priority.
 PRIORITY_IMPACT_URGENCY = {
     "1": ("1", "1"),
@@ -94,6 +103,10 @@ class ServiceNowConnector(Connector):
     tracker_type = "servicenow"
 
     _http: HttpClient | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._numbers: dict[str, str] = {}  # sys_id -> number, from the last query pages
 
     # --- plumbing ----------------------------------------------------------------------------------------
     @property
@@ -513,6 +526,112 @@ class ServiceNowConnector(Connector):
             f"attachment/{quote(attachment_id)}/file",
             action=f"download attachment {attachment_id} of {item_id}",
         )
+
+    # --- queries: encoded queries (triggers, bulk exalate) ------------------------------------------------
+    def _table_fields(self) -> set[str] | None:
+        """The table's field names (one record read without ``sysparm_fields`` shows them all, inherited ones
+        included), cached for an hour; None when the table has no record to show them."""
+        key = ("fields", self.account, self.table)
+        cached = _cache.get(key)
+        if cached is None or time.monotonic() - cached[0] > FIELDS_TTL:
+            rows = self.http.get_json(
+                f"table/{self.table}", params={"sysparm_limit": 1}, action=f"read the fields of {self.table}"
+            )["result"]
+            if not rows:
+                return None
+            cached = _cache[key] = (time.monotonic(), set(rows[0]))
+        return cached[1]
+
+    def _query_groups(self, query: str) -> list[str]:
+        """The trigger's encoded query split at ``^NQ`` (each part is ANDed with the node's own bounds),
+        with ``ORDERBY`` terms dropped and every field name checked."""
+        text = query.strip().lstrip("^")
+        groups: list[str] = []
+        fields = self._table_fields()
+        for group in text.split("^NQ") if text else []:
+            terms = []
+            for term in group.split("^"):
+                if not term or term == "EQ" or term.startswith(("ORDERBY", "GROUPBY")):
+                    continue
+                terms.append(term)
+                match = re.match(r"(?:OR|NQ)?([a-z0-9_]+)(?:\.[a-z0-9_.]+)?(.*)$", term)
+                if (
+                    not match
+                    or not match.group(2)
+                    or match.group(2)[0] not in "=!<>ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                ):
+                    raise ConnectorError(
+                        f"'{term}' is not a ServiceNow encoded query condition (field, operator, value, e.g. "
+                        "priority=1 or short_descriptionLIKEprinter). Copy the query from a list filter "
+                        "(right-click the breadcrumb → Copy query).",
+                        status=400,
+                    )
+                if fields is not None and match.group(1) not in fields:
+                    raise ConnectorError(
+                        f"The {self.table} table has no field '{match.group(1)}' (in '{term}'). ServiceNow "
+                        "would ignore that condition and match more records than meant; use the field's "
+                        "column name (e.g. short_description, not 'Short description').",
+                        status=400,
+                    )
+            if terms:
+                groups.append("^".join(terms))
+        return groups
+
+    def _bounded(self, query: str, bound: str, order: str = "") -> str:
+        groups = self._query_groups(query) or [""]
+        text = "^NQ".join("^".join(filter(None, (g, bound))) for g in groups)
+        return "^".join(filter(None, (text, order)))
+
+    def _run_query(self, query: str, *, limit: int, action: str) -> list[dict[str, Any]]:
+        response = self.http.request(
+            "GET",
+            f"table/{self.table}",
+            params={
+                "sysparm_query": query,
+                "sysparm_limit": limit,
+                "sysparm_fields": "sys_id,number,sys_updated_on",
+            },
+            action=action,
+            ok_statuses=(400,),
+        )
+        data = response.json()
+        if response.status_code == 400:
+            error = data.get("error") or {}
+            raise ConnectorError(
+                f"ServiceNow refused the trigger's query: {error.get('message')}: {error.get('detail')}. Fix "
+                "the encoded query (try it as a list filter first) and save the trigger again.",
+                status=400,
+            )
+        return data["result"]
+
+    def query_validate(self, query: str) -> None:
+        self._run_query(self._bounded(query, ""), limit=1, action="check the trigger's query")
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        sys_id = str(item["id"])
+        if not re.fullmatch(r"[0-9a-f]{32}", sys_id):
+            return False
+        rows = self._run_query(
+            self._bounded(query, f"sys_id={sys_id}"),
+            limit=1,
+            action=f"match {item.get('key')} against the trigger",
+        )
+        return any(r["sys_id"] == sys_id for r in rows)
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        """Matching records by ``number`` (it only grows), the page after the record ``after``."""
+        bound = ""
+        if after:
+            number = self._numbers.get(after) or _v(self._raw(after).get("number"))
+            bound = f"number>{number}"
+        rows = self._run_query(
+            self._bounded(query, bound, "ORDERBYnumber"),
+            limit=max(1, min(PAGE, limit)),
+            action="search records with the trigger's query",
+        )
+        for row in rows:
+            self._numbers[row["sys_id"]] = row["number"]
+        return [self.ref(row) for row in rows]
 
     # --- housekeeping ------------------------------------------------------------------------------------
     def test_credentials(self) -> str:

@@ -30,6 +30,12 @@ and requester (the reporter) by e-mail; ``due_at`` (task tickets); custom fields
 * Polling uses the cursor-based incremental ticket export (``/api/v2/incremental/tickets/cursor.json``,
   ``start_time`` once, then ``cursor``); the node's cursor is ``<newest updated_at>|<export cursor>``. The
   export may repeat a ticket; changes are de-duplicated on (id, updated_at).
+* Triggers hold Zendesk search terms, as typed in the agent search (``tags:sync status<solved``,
+  ``priority:high printer``). The connector adds ``type:ticket`` and asks ``GET /api/v2/search.json``
+  (``sort_by=created_at``, ``sort_order=asc``). Zendesk reads an unknown keyword as text, so keywords are
+  checked against Zendesk's ticket search keywords first. Pages restart from the creation time of the last
+  ticket (``created>=``, then cut after it by (time, id)); the search index lags writes (up to a few
+  minutes), so a brand-new ticket may only match on a later change.
 * Webhooks: Zendesk signs each request with ``X-Zendesk-Webhook-Signature`` = base64(HMAC-SHA256(signing
   secret, ``X-Zendesk-Webhook-Signature-Timestamp`` + body)); older than 5 minutes is refused (replay).
   Bodies: a trigger's JSON with ``ticket_id`` (recommended: ``{"ticket_id": "{{ticket.id}}"}``) or an event
@@ -42,6 +48,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -66,6 +73,19 @@ HINTS = {
     404: "it does not exist or the agent cannot see it. Check the URL and the agent's access.",
     422: "Zendesk rejected the values (a closed ticket cannot be changed). Check the sync rules' mapping.",
 }
+
+# Ticket search keywords (Zendesk's "Searching tickets" reference); ``custom_field_<id>`` too.
+SEARCH_KEYWORDS = frozenset(
+    {
+        "status", "priority", "ticket_type", "tags", "assignee", "requester", "submitter", "commenter", "cc",
+        "group", "organization", "brand", "form", "via", "subject", "description", "comment", "created",
+        "updated", "solved", "due_date", "fieldvalue", "has_attachment", "satisfaction", "recipient",
+        "ticket_id", "external_id", "assigned", "custom_status_id",
+    }
+)  # fmt: skip
+SEARCH_SET = frozenset({"type", "order_by", "sort"})  # set by the connector
+SEARCH_PAGE = 100
+_KEYWORD_RE = re.compile(r'(?:^|(?<=\s))-?(?P<name>[a-z_]+\w*)(?P<op>:|<=|>=|<|>)(?P<value>"[^"]*"|\S*)')
 
 _seen = common.SeenWindow()
 _own = common.OwnWrites()
@@ -93,6 +113,10 @@ class ZendeskConnector(Connector):
     tracker_type = "zendesk"
 
     _http: HttpClient | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._created: dict[str, str] = {}  # ticket id -> created_at, from the last query pages
 
     # --- plumbing ----------------------------------------------------------------------------------------
     @property
@@ -545,6 +569,98 @@ class ZendeskConnector(Connector):
             att["attachment"]["content_url"],
             action=f"download attachment {attachment_id} of ticket #{item_id}",
         )
+
+    # --- queries: Zendesk search (triggers, bulk exalate) --------------------------------------------------
+    def _search_terms(self, query: str) -> str:
+        terms = " ".join(query.split())
+        for match in _KEYWORD_RE.finditer(re.sub(r'(^|\s)"[^"]*"', r"\1", terms)):  # not in phrases
+            name, value = match.group("name"), match.group("value").strip('"').lower()
+            if name in SEARCH_SET:
+                raise ConnectorError(
+                    f"Remove '{match.group(0)}' from the trigger: the node searches tickets and orders them "
+                    "itself.",
+                    status=400,
+                )
+            if name not in SEARCH_KEYWORDS and not re.fullmatch(r"custom_field_\d+", name):
+                raise ConnectorError(
+                    f"Zendesk search has no ticket keyword '{name}' (it would search for the text "
+                    f"'{match.group(0)}' instead). Use one of {', '.join(sorted(SEARCH_KEYWORDS))} or "
+                    "custom_field_<id>.",
+                    status=400,
+                )
+            allowed = {"status": STATUSES, "priority": PRIORITIES, "ticket_type": TYPES}.get(name)
+            if allowed and value and value not in (*allowed, "none"):
+                raise ConnectorError(
+                    f"'{value}' is not a Zendesk ticket {name.replace('_', ' ')}; use one of "
+                    f"{', '.join(allowed)}.",
+                    status=400,
+                )
+        return terms
+
+    def _search(
+        self, terms: str, *, created_from: str = "", page: int = 1, per_page: int = SEARCH_PAGE
+    ) -> Any:
+        query = f"type:ticket {terms}".strip()
+        if created_from:
+            query += f" created>={created_from}"
+        response = self.http.request(
+            "GET",
+            "search.json",
+            params={
+                "query": query,
+                "sort_by": "created_at",
+                "sort_order": "asc",
+                "page": page,
+                "per_page": per_page,
+            },
+            action="search tickets with the trigger's query",
+            ok_statuses=(400, 422),
+        )
+        data = response.json()
+        if response.status_code in (400, 422):
+            detail = data.get("description") or data.get("details") or data.get("error")
+            raise ConnectorError(
+                f"Zendesk refused the trigger's search: {detail}. Fix the query (try it in Zendesk's "
+                "search first) and save the trigger again.",
+                status=400,
+            )
+        return data
+
+    def query_validate(self, query: str) -> None:
+        self._search(self._search_terms(query), per_page=1)
+
+    def query_matches(self, query: str, item: dict[str, Any]) -> bool:
+        terms = self._search_terms(query)
+        ticket_id = int(item["id"])
+        for page in range(1, 11):  # Zendesk serves the first 1000 results of a search
+            data = self._search(terms, created_from=str(item.get("created") or ""), page=page)
+            results = data.get("results") or []
+            if any(int(r["id"]) == ticket_id for r in results):
+                return True
+            if not data.get("next_page"):
+                break
+        return False
+
+    def query_search(self, query: str, *, after: str | None = None, limit: int = 100) -> list[ItemRef]:
+        """Matching tickets ordered by (created_at, id), the page after ticket ``after``: each page is a
+        fresh search from the creation time of ``after`` on (creation times never change)."""
+        terms = self._search_terms(query)
+        start: tuple[str, int] = ("", 0)
+        if after:
+            created = self._created.get(str(after)) or str(self._raw(str(after)).get("created_at") or "")
+            start = (created, int(after))
+        refs: list[ItemRef] = []
+        for page in range(1, 11):
+            data = self._search(terms, created_from=start[0], page=page)
+            results = data.get("results") or []
+            for ticket in sorted(results, key=lambda t: (t["created_at"], int(t["id"]))):
+                if (ticket["created_at"], int(ticket["id"])) <= start:
+                    continue
+                self._created[str(ticket["id"])] = ticket["created_at"]
+                refs.append(self.ref(ticket))
+            if len(refs) >= limit or not data.get("next_page"):
+                break
+        return refs[:limit]
 
     # --- housekeeping ------------------------------------------------------------------------------------
     def test_credentials(self) -> str:

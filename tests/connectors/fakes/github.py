@@ -3,9 +3,14 @@
 Implements what the connector uses: ``GET /user``; ``GET|POST /repos/{owner}/{repo}/issues`` (``state``,
 ``since``, ``sort``, ``direction``, ``per_page``, ``page`` with a ``Link`` header); ``GET|PATCH
 /repos/{owner}/{repo}/issues/{number}``; ``GET|POST .../issues/{number}/comments``; ``PATCH|DELETE
-.../issues/comments/{id}``; ``GET .../assignees``, ``.../labels``, ``.../milestones``. Every GET answers
-with an ``ETag`` and honours ``If-None-Match`` with a bodiless 304. ``webhook(...)`` builds a signed delivery
-whose payload is checked against GitHub's webhook descriptions.
+.../issues/comments/{id}``; ``GET .../assignees``, ``.../labels``, ``.../milestones``; ``GET /search/issues``
+(a subset of the issue search syntax: ``repo:``, ``is:``, ``state:``, ``[-]label:``, ``no:``, ``assignee:``,
+``author:``, ``milestone:``, ``created:>=``, words in the title or body; ``sort=created``, ``order``,
+``per_page``, ``page``, the first 1000 results). ``/search/issues`` is not in the repository's copy of
+GitHub's description (an issues-only subset), so its requests and responses are checked by hand: the
+parameters as GitHub documents them, and each item against the description's ``issue`` schema. Every GET
+answers with an ``ETag`` and honours ``If-None-Match`` with a bodiless 304. ``webhook(...)`` builds a signed
+delivery whose payload is checked against GitHub's webhook descriptions.
 
 The GitHub facts the fake reproduces (and the connector relies on) are listed in
 ``tests/connectors/test_github.py``.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,6 +74,7 @@ class FakeGitHub(ContractFake):
         self.route("GET", f"{repo_path}/assignees", self.list_assignees)
         self.route("GET", f"{repo_path}/labels", self.list_labels)
         self.route("GET", f"{repo_path}/milestones", self.list_milestones)
+        self.route("GET", "/search/issues", self.search_issues)
 
     # --- state helpers -------------------------------------------------------------------------------------
     def tick(self) -> str:
@@ -287,6 +294,142 @@ class FakeGitHub(ContractFake):
             # the description lists 304 only for some operations.
             return call.method == "GET" and bool(call.headers.get("If-None-Match"))
         return super().exempt_response(call, response)
+
+    # --- /search/issues: checked by hand (not in the description subset) -----------------------------------
+    SEARCH_PARAMS = {"q", "sort", "order", "per_page", "page"}
+    SEARCH_SORTS = {
+        "comments", "reactions", "reactions-+1", "reactions--1", "reactions-smile", "reactions-thinking_face",
+        "reactions-heart", "reactions-tada", "interactions", "created", "updated",
+    }  # fmt: skip
+
+    def check_request(self, request: requests.PreparedRequest, call: Call) -> None:
+        if call.path != "/search/issues":
+            return super().check_request(request, call)
+        args = {k: v[0] for k, v in call.query.items()}
+        problems = [f"unknown parameter {k!r}" for k in args if k not in self.SEARCH_PARAMS]
+        if call.method != "GET":
+            problems.append(f"method {call.method}")
+        if not args.get("q"):
+            problems.append("q is required")
+        if "sort" in args and args["sort"] not in self.SEARCH_SORTS:
+            problems.append(f"sort {args['sort']!r}")
+        if "order" in args and args["order"] not in ("asc", "desc"):
+            problems.append(f"order {args['order']!r}")
+        for name, top in (("per_page", 100), ("page", None)):
+            if name in args and not (args[name].isdigit() and 1 <= int(args[name]) <= (top or 10**9)):
+                problems.append(f"{name} {args[name]!r}")
+        if problems:
+            self.violation(f"GET /search/issues: request breaks GitHub's documentation: {problems}")
+
+    def check_response(
+        self, request: requests.PreparedRequest, call: Call, response: requests.Response
+    ) -> None:
+        if call.path != "/search/issues":
+            return super().check_response(request, call, response)
+        if response.status_code in (304, 401, 403, 422, 503):
+            return
+        body = response.json()
+        problems = []
+        if set(body) != {"total_count", "incomplete_results", "items"}:
+            problems.append(f"keys {sorted(body)}")
+        from openapi_schema_validator import OAS30Validator
+
+        with (self.openapi.spec / "components").open() as components:
+            validator = OAS30Validator({"$ref": "#/components/schemas/issue", "components": components})
+            for item in body.get("items") or []:
+                problems += [e.message for e in validator.iter_errors(item)][:3]
+                if not isinstance(item.get("score"), (int, float)):
+                    problems.append("an item without its score")
+        if problems:
+            self.violation(f"GET /search/issues -> {response.status_code}: {problems}")
+
+    def search_issues(self, call: Call) -> Reply:
+        q = call.arg("q") or ""
+        try:
+            if len(q) > 256:
+                raise SearchInvalid("The search is longer than 256 characters.")
+            predicates = self.parse_search(q)
+        except SearchInvalid as exc:
+            return Reply(
+                422,
+                {
+                    "message": "Validation Failed",
+                    "errors": [{"message": str(exc), "resource": "Search", "field": "q", "code": "invalid"}],
+                    "documentation_url": "https://docs.github.com/v3/search/",
+                },
+            )
+        hits = [i for i in self.issues.values() if all(p(i) for p in predicates)]
+        # By creation time; GitHub leaves the order of equal times open (here: the highest number first).
+        hits.sort(key=lambda i: -i["number"])
+        hits.sort(key=lambda i: i["created_at"], reverse=call.arg("order", "desc") == "desc")
+        per_page, page = min(int(call.arg("per_page", "30") or 30), 100), int(call.arg("page", "1") or 1)
+        if page * per_page > 1000 + per_page:
+            return Reply(
+                422,
+                {
+                    "message": "Only the first 1000 search results are available",
+                    "documentation_url": "https://docs.github.com/v3/search/",
+                },
+            )
+        chunk = hits[(page - 1) * per_page : page * per_page]
+        return Reply(
+            200,
+            {
+                "total_count": len(hits),
+                "incomplete_results": False,
+                "items": [{**self.render_issue(i), "score": 1.0} for i in chunk],
+            },
+        )
+
+    def parse_search(self, q: str) -> list[Any]:
+        """The predicates of a query; unknown qualifiers are words (as on GitHub)."""
+        preds: list[Any] = []
+        for token in re.findall(r'-?[\w-]+:"[^"]*"|-?[\w-]+:\S+|"[^"]*"|\S+', q):
+            negate = token.startswith("-") and ":" in token
+            name, _, value = token.lstrip("-").partition(":") if ":" in token else ("", "", token)
+            value = value.strip('"')
+            pred = self.qualifier(name.lower(), value)
+            preds.append((lambda i, p=pred: not p(i)) if negate else pred)
+        return preds
+
+    def qualifier(self, name: str, value: str) -> Any:
+        low = value.lower()
+        if name == "repo":
+            if low != self.full_name.lower():
+                raise SearchInvalid(
+                    "The listed users and repositories cannot be searched either because the resources do "
+                    "not exist or you do not have permission to view them."
+                )
+            return lambda i: True
+        if name in ("author", "assignee", "mentions") and value not in self.users:
+            raise SearchInvalid(
+                "The listed users cannot be searched either because the users do not exist or you do not "
+                "have permission to view the users."
+            )
+        if name == "is" and low in ("issue", "open", "closed"):
+            return lambda i: "pull_request" not in i if low == "issue" else i["state"] == low
+        if name == "state":
+            return lambda i: i["state"] == low
+        if name == "label":
+            names = {n.lower() for n in low.split(",")}
+            return lambda i: bool(names & {n.lower() for n in i["_labels"]})
+        if name == "no":
+            field = {"label": "_labels", "assignee": "_assignees", "milestone": "_milestone"}.get(low)
+            return lambda i: not i[field] if field else True
+        if name == "author":
+            return lambda i: i["_user"] == value
+        if name == "assignee":
+            return lambda i: value in i["_assignees"]
+        if name == "milestone":
+            return lambda i: (
+                bool(i["_milestone"]) and self.milestones[i["_milestone"]]["title"].lower() == low
+            )
+        if name == "created" and value.startswith(">="):
+            return lambda i: i["created_at"] >= value[2:]
+        if name == "in":
+            return lambda i: True
+        word = f"{name}:{value}" if name else value  # plain text (also an unknown qualifier, as on GitHub)
+        return lambda i: word.lower() in f"{i['title']} {i['body'] or ''}".lower()
 
     def _page(self, call: Call, items: list[dict[str, Any]]) -> Reply:
         per_page = min(int(call.arg("per_page", "30") or 30), 100)
@@ -577,6 +720,10 @@ class FakeGitHub(ContractFake):
             "updated_at": "2026-01-01T00:00:00Z",
             "license": None,
         }
+
+
+class SearchInvalid(Exception):
+    """A query GitHub's search refuses (422 Validation Failed)."""
 
 
 def _reactions(url: str) -> dict[str, Any]:

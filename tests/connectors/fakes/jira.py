@@ -5,7 +5,11 @@ Implements what the connector uses: ``GET /rest/api/3/myself``, ``/project/{key}
 ``GET|PUT /issue/{id}``; ``GET|POST /issue/{id}/transitions``; ``GET|POST /issue/{id}/comment``, ``PUT|DELETE
 /issue/{id}/comment/{cid}``; ``POST /issue/{id}/attachments`` (multipart, ``X-Atlassian-Token: no-check``),
 ``DELETE /attachment/{id}``, ``GET /attachment/content/{id}``; ``POST /search/jql`` (the JQL the connector
-writes: project, ``updated >=`` in the user's time zone, ``ORDER BY updated ASC``; ``nextPageToken``).
+writes: project, ``updated >=`` in the user's time zone, ``ORDER BY updated ASC``; ``nextPageToken``), and
+``POST /jql/parse`` and ``/jql/match``. Trigger JQL is evaluated by ``Jql``, a small honest subset of JQL:
+clauses ``field op value`` joined by AND/OR/NOT and parentheses, operators ``= != ~ !~ > >= < <= IN, NOT
+IN, IS [NOT] EMPTY``, fields project, id, key, summary, status, priority, issuetype/type, labels, assignee,
+reporter; anything else gets Jira's own error message.
 
 The workflow: To Do —'Start progress'→ In Progress —'Done'→ Done, 'Reopen' from Done to To Do, and 'Done'
 from To Do. ``webhook(...)`` builds a delivery as Jira Cloud sends it (its payloads are not in the OpenAPI
@@ -85,6 +89,8 @@ class FakeJira(ContractFake):
         r("DELETE", f"{API}/attachment/{{aid}}", self.delete_attachment_api)
         r("GET", f"{API}/attachment/content/{{aid}}", self.attachment_content)
         r("POST", f"{API}/search/jql", self.search)
+        r("POST", f"{API}/jql/parse", self.jql_parse)
+        r("POST", f"{API}/jql/match", self.jql_match)
 
     # --- state ---------------------------------------------------------------------------------------------
     def tick(self) -> str:
@@ -644,9 +650,7 @@ class FakeJira(ContractFake):
         body = call.json or {}
         match = self._JQL.match(body.get("jql") or "")
         if not match:
-            return Reply(
-                400, {"errorMessages": [f"The fake does not understand the JQL {body.get('jql')!r}."]}
-            )
+            return self.search_by_jql(body)
         items = [i for i in self.issues.values() if match.group("project") == self.project]
         if match.group("since"):
             # JQL dates are in the searching user's time zone, at minute precision.
@@ -665,6 +669,71 @@ class FakeJira(ContractFake):
         if not out["isLast"]:
             out["nextPageToken"] = base64.b64encode(str(start + size).encode()).decode()
         return Reply(200, out)
+
+    def search_by_jql(self, body: dict[str, Any]) -> Reply:
+        """Any other JQL (triggers): evaluated by ``Jql``; Jira answers 400 with ``errorMessages``."""
+        try:
+            jql = Jql(self, body.get("jql") or "")
+        except JqlError as exc:
+            return Reply(400, {"errorMessages": [str(exc)], "errors": {}})
+        items = [i for i in self.issues.values() if jql.matches(i)]
+        if jql.order:
+            field, descending = jql.order
+            items.sort(key=lambda i: self.jql_value(i, field), reverse=descending)  # type: ignore[arg-type,return-value]
+        size = min(int(body.get("maxResults") or 50), 5000)
+        start = int(base64.b64decode(body["nextPageToken"]).decode()) if body.get("nextPageToken") else 0
+        page = items[start : start + size]
+        out: dict[str, Any] = {
+            "issues": [self.render_issue(i, body.get("fields") or ["updated"]) for i in page],
+            "isLast": start + size >= len(items),
+        }
+        if not out["isLast"]:
+            out["nextPageToken"] = base64.b64encode(str(start + size).encode()).decode()
+        return Reply(200, out)
+
+    def jql_parse(self, call: Call) -> Reply:
+        """Each query parsed; a query's errors are listed with it (the answer is still 200)."""
+        out = []
+        for query in (call.json or {}).get("queries") or []:
+            try:
+                Jql(self, query, strict=call.arg("validation", "strict") == "strict")
+                out.append({"query": query, "errors": []})
+            except JqlError as exc:
+                out.append({"query": query, "errors": [str(exc)]})
+        return Reply(200, {"queries": out})
+
+    def jql_match(self, call: Call) -> Reply:
+        body = call.json or {}
+        ids = [str(i) for i in body.get("issueIds") or []]
+        matches = []
+        for query in body.get("jqls") or []:
+            try:
+                jql = Jql(self, query)
+            except JqlError as exc:
+                matches.append({"matchedIssues": [], "errors": [str(exc)]})
+                continue
+            hits = [int(i) for i in ids if i in self.issues and jql.matches(self.issues[i])]
+            matches.append({"matchedIssues": hits, "errors": []})
+        return Reply(200, {"matches": matches})
+
+    def jql_value(self, issue: dict[str, Any], field: str) -> Any:
+        """An issue's value for a JQL field: names for status/priority/type, a list for labels."""
+        if field == "project":
+            return [self.project, self.project_id, "Support"]
+        if field == "id":
+            return int(issue["id"])
+        if field in ("key", "issuekey"):
+            return issue["key"]
+        if field == "status":
+            return STATUSES[issue["status"]][0]
+        if field == "priority":
+            return PRIORITIES[issue["priority"]] if issue["priority"] else None
+        if field in ("issuetype", "type"):
+            return ISSUE_TYPES[issue["issuetype"]]
+        if field in ("assignee", "reporter"):
+            who = issue[field]
+            return [who, self.users[who]["displayName"]] if who else None
+        return issue[field]  # summary, labels, created, updated
 
     # --- webhooks ------------------------------------------------------------------------------------------
     def webhook(
@@ -709,3 +778,174 @@ class FakeJira(ContractFake):
                 "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
             )
         return headers, body
+
+
+# --- a small honest JQL subset ---------------------------------------------------------------------------
+
+JQL_FIELDS = {
+    "project", "id", "key", "issuekey", "summary", "status", "priority", "issuetype", "type", "labels",
+    "assignee", "reporter", "created", "updated",
+}  # fmt: skip
+JQL_OPERATORS = "'=', '!=', '<', '>', '<=', '>=', '~', '!~', 'IN', 'NOT IN', 'IS' and 'IS NOT'"
+_TOKEN = re.compile(r'\s*("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|!=|!~|>=|<=|[=~<>(),]|[^\s=!~<>(),"\']+)')
+
+
+class JqlError(Exception):
+    pass
+
+
+class Jql:
+    """Parses a query (raising ``JqlError`` with Jira's wording) and tells whether an issue matches."""
+
+    def __init__(self, fake: FakeJira, text: str, *, strict: bool = True) -> None:
+        self.fake = fake
+        self.tokens: list[tuple[str, int]] = []
+        pos = 0
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if not m or not m.group(1):
+                break
+            self.tokens.append((m.group(1), m.start(1) + 1))
+            pos = m.end()
+        self.i = 0
+        self.order: tuple[str, bool] | None = None
+        self.tree = self.expr() if self.peek() and self.peek().lower() != "order" else None
+        if self.peek() and self.peek().lower() == "order":
+            self.take()
+            if (self.take() or "").lower() != "by":
+                self.fail("Expecting 'by' after 'order'")
+            field = (self.take() or "").lower()
+            self.check_field(field)
+            direction = (self.peek() or "").lower()
+            if direction in ("asc", "desc"):
+                self.take()
+            self.order = (field, direction == "desc")
+        if self.peek() is not None:
+            self.fail(f"Expecting either 'OR' or 'AND' but got '{self.peek()}'.")
+
+    # parsing
+    def peek(self) -> str | None:
+        return self.tokens[self.i][0] if self.i < len(self.tokens) else None
+
+    def take(self) -> str | None:
+        token = self.peek()
+        self.i += 1
+        return token
+
+    def fail(self, text: str) -> None:
+        where = self.tokens[min(self.i, len(self.tokens) - 1)][1] if self.tokens else 1
+        raise JqlError(f"Error in the JQL Query: {text} (line 1, character {where})")
+
+    def check_field(self, field: str) -> None:
+        if field not in JQL_FIELDS:
+            raise JqlError(f"Field '{field}' does not exist or you do not have permission to view it.")
+
+    def expr(self) -> Any:
+        left = self.conj()
+        while (self.peek() or "").lower() == "or":
+            self.take()
+            a, b = left, self.conj()
+            left = lambda issue, a=a, b=b: a(issue) or b(issue)  # noqa: E731
+        return left
+
+    def conj(self) -> Any:
+        left = self.unary()
+        while (self.peek() or "").lower() == "and":
+            self.take()
+            a, b = left, self.unary()
+            left = lambda issue, a=a, b=b: a(issue) and b(issue)  # noqa: E731
+        return left
+
+    def unary(self) -> Any:
+        token = self.peek()
+        if token is None:
+            self.fail("Expecting a field name but reached the end of the query.")
+        if token.lower() == "not":
+            self.take()
+            inner = self.unary()
+            return lambda issue: not inner(issue)
+        if token == "(":
+            self.take()
+            inner = self.expr()
+            if self.take() != ")":
+                self.fail("Expecting ')' before the end of the query.")
+            return inner
+        return self.clause()
+
+    def value(self) -> str:
+        token = self.take()
+        if token is None or token in "(),=":
+            self.fail(f"Expecting either a value, list or function but got '{token or '<EOF>'}'.")
+        assert token is not None
+        if token[0] in "\"'":
+            return re.sub(r"\\(.)", r"\1", token[1:-1])
+        return token
+
+    def clause(self) -> Any:
+        field = (self.take() or "").lower()
+        self.check_field(field)
+        op = (self.take() or "").lower()
+        if op == "not" and (self.peek() or "").lower() == "in":
+            self.take()
+            op = "not in"
+        elif op == "is":
+            if (self.peek() or "").lower() == "not":
+                self.take()
+                op = "is not"
+            if (self.take() or "").lower() not in ("empty", "null"):
+                self.fail("Expecting 'EMPTY' or 'NULL' after 'IS'.")
+            empty = op == "is"
+            return lambda issue: (not self.fake.jql_value(issue, field)) == empty
+        if op not in ("=", "!=", "~", "!~", ">", ">=", "<", "<=", "in", "not in"):
+            self.i -= 1
+            self.fail(f"Expecting operator but got '{self.peek()}'. The valid operators are {JQL_OPERATORS}.")
+        if op in ("in", "not in"):
+            if self.take() != "(":
+                self.fail("Expecting '(' after 'IN'.")
+            values = [self.value()]
+            while self.peek() == ",":
+                self.take()
+                values.append(self.value())
+            if self.take() != ")":
+                self.fail("Expecting ')' to close the list.")
+        else:
+            values = [self.value()]
+        for v in values:
+            self.check_value(field, v)
+        return lambda issue: self.compare(issue, field, op, values)
+
+    def check_value(self, field: str, value: str) -> None:
+        known = {
+            "status": [s for s, _ in STATUSES.values()],
+            "priority": list(PRIORITIES.values()),
+            "issuetype": list(ISSUE_TYPES.values()),
+            "type": list(ISSUE_TYPES.values()),
+        }.get(field)
+        if field == "project" and value.casefold() not in {
+            self.fake.project.casefold(),
+            self.fake.project_id,
+        }:
+            known = []
+        if known is not None and value.casefold() not in {k.casefold() for k in known}:
+            raise JqlError(f"The value '{value}' does not exist for the field '{field}'.")
+
+    def compare(self, issue: dict[str, Any], field: str, op: str, values: list[str]) -> bool:
+        actual = self.fake.jql_value(issue, field)
+        have = [
+            str(a).casefold() for a in (actual if isinstance(actual, list) else [actual]) if a is not None
+        ]
+        wanted = [v.casefold() for v in values]
+        if op in ("~", "!~"):
+            hit = any(w in h for w in wanted for h in have)
+            return hit if op == "~" else not hit
+        if op in ("=", "in"):
+            return any(w in have for w in wanted)
+        if op in ("!=", "not in"):
+            return bool(have) and not any(w in have for w in wanted)
+        if field != "id":
+            raise JqlError(f"The operator '{op}' is not supported by the '{field}' field in the fake.")
+        number, bound = int(actual), int(values[0])
+        return {">": number > bound, ">=": number >= bound, "<": number < bound, "<=": number <= bound}[op]
+
+    def matches(self, issue: dict[str, Any]) -> bool:
+        return True if self.tree is None else bool(self.tree(issue))

@@ -9,8 +9,11 @@ work items have a ``rev`` that every change (fields, relations, comments) increm
 ``System.ChangedDate``/``System.ChangedBy``; JSON Patch bodies (``application/json-patch+json``) with a
 ``test`` on ``/rev`` fail with 412 when the revision is stale; unknown fields give 400 (TF51535), a state
 the type does not have gives 400; collections come as ``{count, value}``; WIQL compares dates only unless
-``timePrecision=true``; attachments are uploaded first and linked by an ``AttachedFile`` relation; comments
-are separate resources (``comments?format=markdown``) and deleted ones are flagged ``isDeleted``.
+``timePrecision=true``; WIQL conditions are evaluated by ``Wiql`` (a subset: ``[Field] op value`` with
+``= <> > < >= <= CONTAINS, NOT CONTAINS, IN, NOT IN``, AND/OR/NOT and parentheses, ``@project``, ``ORDER BY``;
+unknown fields and syntax errors answer 400 with Azure DevOps' TF51005/TF51006 messages); attachments are
+uploaded first and linked by an ``AttachedFile`` relation; comments are separate resources
+(``comments?format=markdown``) and deleted ones are flagged ``isDeleted``.
 """
 
 from __future__ import annotations
@@ -343,6 +346,10 @@ class FakeAzureDevOps(FakeServer):
 
     def wiql(self, call: Call, project: str, team: str) -> dict[str, Any]:
         query = call.json()["query"]
+        if "[System.ChangedDate] >=" not in query:
+            return self.wiql_result(
+                Wiql(self, unquote(project), query).run(int(call.query.get("$top", 20000)))
+            )
         match = re.search(r"\[System\.ChangedDate\]\s*>=\s*'([^']+)'", query)
         since = (
             datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
@@ -360,7 +367,9 @@ class FakeAzureDevOps(FakeServer):
             if (changed(i) >= since if precise else changed(i).date() >= since.date())
         ]
         hits.sort(key=lambda i: (changed(i), i["id"]))
-        hits = hits[: int(call.query.get("$top", 20000))]
+        return self.wiql_result(hits[: int(call.query.get("$top", 20000))])
+
+    def wiql_result(self, hits: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "queryType": "flat",
             "queryResultType": "workItem",
@@ -476,3 +485,174 @@ class FakeAzureDevOps(FakeServer):
             for n in names
         ]
         return {"count": len(rows), "value": rows}
+
+
+# --- a small honest WIQL subset ---------------------------------------------------------------------------
+
+WIQL_FIELDS = KNOWN_FIELDS | READ_ONLY | {"System.Id", "System.TeamProject"}
+_WIQL_TOKEN = re.compile(
+    r"\s*(\[[^\]]*\]|'(?:[^']|'')*'|<>|>=|<=|[=<>(),]|@\w+|-?\d+(?:\.\d+)?|[A-Za-z_][\w.]*)"
+)
+
+
+class Wiql:
+    """``SELECT … FROM WorkItems WHERE … ORDER BY …``: parsed at once (HttpError 400 with Azure DevOps'
+    message when it is not valid), then run over the fake's work items."""
+
+    def __init__(self, fake: FakeAzureDevOps, project: str, text: str) -> None:
+        self.fake, self.project = fake, project
+        self.tokens = [m.group(1) for m in _WIQL_TOKEN.finditer(text) if m.group(1)]
+        self.i = 0
+        self.expect_word("select")
+        self.field()
+        while self.peek() == ",":
+            self.take()
+            self.field()
+        self.expect_word("from")
+        if (self.take() or "").lower() != "workitems":
+            self.fail("TF51006", "Expecting WorkItems or WorkItemLinks", self.tokens[self.i - 1])
+        self.where: Any = lambda item: True
+        if self.peek_word() == "where":
+            self.take()
+            self.where = self.or_()
+        self.order: list[str] = []
+        if self.peek_word() == "order":
+            self.take()
+            self.expect_word("by")
+            self.order.append(self.field())
+            while self.peek() == ",":
+                self.take()
+                self.order.append(self.field())
+        if self.peek() is not None:
+            self.fail("TF51006", "Expecting end of string", self.peek())
+
+    def fail(self, code: str, text: str, near: str | None) -> None:
+        kind = "WorkItemTrackingFieldDefinitionNotFoundException" if code == "TF51005" else "SyntaxException"
+        raise HttpError(
+            400, {"message": f"{code}: {text}. The error is caused by «{near}».", "typeKey": kind}
+        )
+
+    def peek(self) -> str | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def peek_word(self) -> str:
+        return (self.peek() or "").lower()
+
+    def take(self) -> str | None:
+        token = self.peek()
+        self.i += 1
+        return token
+
+    def expect_word(self, word: str) -> None:
+        if (self.take() or "").lower() != word:
+            self.fail("TF51006", f"Expecting {word.upper()}", self.tokens[self.i - 1] if self.tokens else "")
+
+    def field(self) -> str:
+        token = self.take() or ""
+        if not token.startswith("["):
+            self.fail("TF51006", "Expecting field name", token)
+        name = token[1:-1]
+        if name not in WIQL_FIELDS and name not in self.fake.custom_fields:
+            self.fail("TF51005", "The query references a field that does not exist", token)
+        return name
+
+    def or_(self) -> Any:
+        left = self.and_()
+        while self.peek_word() == "or":
+            self.take()
+            a, b = left, self.and_()
+            left = lambda item, a=a, b=b: a(item) or b(item)  # noqa: E731
+        return left
+
+    def and_(self) -> Any:
+        left = self.not_()
+        while self.peek_word() == "and":
+            self.take()
+            a, b = left, self.not_()
+            left = lambda item, a=a, b=b: a(item) and b(item)  # noqa: E731
+        return left
+
+    def not_(self) -> Any:
+        if self.peek_word() == "not":
+            self.take()
+            inner = self.not_()
+            return lambda item: not inner(item)
+        if self.peek() == "(":
+            self.take()
+            inner = self.or_()
+            if self.take() != ")":
+                self.fail("TF51006", "Expecting )", self.peek())
+            return inner
+        return self.clause()
+
+    def value(self) -> Any:
+        token = self.take()
+        if token is None or token in ("(", ")", ",", "="):
+            self.fail("TF51006", "Expecting a value", token)
+        assert token is not None
+        if token.startswith("'"):
+            return token[1:-1].replace("''", "'")
+        if token.lower() == "@project":
+            return self.project
+        if re.fullmatch(r"-?\d+(?:\.\d+)?", token):
+            return float(token) if "." in token else int(token)
+        self.fail("TF51006", "Expecting a value", token)
+
+    def clause(self) -> Any:
+        name = self.field()
+        op = self.peek_word()
+        if op == "not":
+            self.take()
+            op = "not " + self.peek_word()
+        if op not in ("=", "<>", ">", "<", ">=", "<=", "contains", "not contains", "in", "not in"):
+            self.fail("TF51006", "Expecting comparison operator", self.peek())
+        self.take()
+        if op.endswith("in"):
+            if self.take() != "(":
+                self.fail("TF51006", "Expecting (", self.peek())
+            values = [self.value()]
+            while self.peek() == ",":
+                self.take()
+                values.append(self.value())
+            if self.take() != ")":
+                self.fail("TF51006", "Expecting )", self.peek())
+        else:
+            values = [self.value()]
+        return lambda item: self.compare(self.get(item, name), name, op, values)
+
+    @staticmethod
+    def get(item: dict[str, Any], name: str) -> Any:
+        if name == "System.Id":
+            return item["id"]
+        value = item["fields"].get(name)
+        return value.get("uniqueName") if isinstance(value, dict) else value
+
+    @staticmethod
+    def compare(actual: Any, name: str, op: str, values: list[Any]) -> bool:
+        def norm(v: Any) -> Any:
+            return v.casefold() if isinstance(v, str) else v
+
+        if op.endswith("contains"):
+            if name == "System.Tags":
+                tags = {t.strip().casefold() for t in str(actual or "").split(";") if t.strip()}
+                hit = norm(str(values[0])) in tags
+            else:
+                hit = norm(str(values[0])) in norm(str(actual or ""))
+            return hit if op == "contains" else not hit
+        if op.endswith("in"):
+            hit = norm(actual) in {norm(v) for v in values}
+            return hit if op == "in" else not hit
+        a, b = norm(actual), norm(values[0])
+        if op == "=":
+            return a == b
+        if op == "<>":
+            return a != b
+        if a is None:
+            return False
+        return {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
+
+    def run(self, top: int) -> list[dict[str, Any]]:
+        hits = [i for i in self.fake.items.values() if self.where(i)]
+        for name in reversed(self.order):
+            hits.sort(key=lambda i, n=name: (self.get(i, n) is None, self.get(i, n) or 0))
+        return hits[:top]

@@ -198,9 +198,62 @@ class FakeGitLab(FakeServer):
         self.check_project(pid)
         return {"id": self.project_id, "path_with_namespace": self.project_path, "name": "Support"}
 
+    ORDER_BY = ("created_at", "updated_at", "priority", "due_date", "relative_position", "label_priority",
+                "milestone_due", "popularity", "weight", "title")  # fmt: skip
+
     def list_issues(self, call: Call, pid: str) -> Reply:
+        """Filters: ``state``, ``labels`` (all of them; ``None``/``Any``), ``not[labels]``, ``iids[]``,
+        ``author_username``, ``assignee_username``, ``search`` (title and description), ``issue_type``,
+        ``created_after`` (inclusive); values are checked as GitLab does (400 ``{"error": "<param> does not
+        have a valid value"}``), unknown parameters are ignored."""
         self.check_project(pid)
+        q = call.query
+        checks = {
+            "state": ("opened", "closed", "all"),
+            "order_by": self.ORDER_BY,
+            "sort": ("asc", "desc"),
+            "issue_type": TYPES,
+            "scope": ("created_by_me", "assigned_to_me", "all", "created-by-me", "assigned-to-me"),
+        }
+        for name, allowed in checks.items():
+            if name in q and q[name] not in allowed:
+                raise HttpError(400, {"error": f"{name} does not have a valid value"})
+        for name in ("created_after", "created_before", "updated_after", "updated_before"):
+            if name in q:
+                try:
+                    datetime.fromisoformat(q[name].replace("Z", "+00:00"))
+                except ValueError:
+                    raise HttpError(400, {"error": f"{name} is invalid"})
         rows = list(self.issues.values())
+        if q.get("state", "all") != "all":
+            rows = [i for i in rows if i["state"] == q["state"]]
+        if "labels" in q:
+            wanted = [name.strip().lower() for name in q["labels"].split(",") if name.strip()]
+            if wanted == ["none"]:
+                rows = [i for i in rows if not i["labels"]]
+            elif wanted == ["any"]:
+                rows = [i for i in rows if i["labels"]]
+            else:
+                rows = [i for i in rows if set(wanted) <= {lb.lower() for lb in i["labels"]}]
+        if "not[labels]" in q:
+            unwanted = {name.strip().lower() for name in q["not[labels]"].split(",")}
+            rows = [i for i in rows if not unwanted & {lb.lower() for lb in i["labels"]}]
+        if "iids[]" in q:
+            rows = [i for i in rows if str(i["iid"]) == q["iids[]"]]
+        if "author_username" in q:
+            rows = [i for i in rows if i["author"]["username"] == q["author_username"]]
+        if "assignee_username" in q:
+            rows = [i for i in rows if q["assignee_username"] in [a["username"] for a in i["assignees"]]]
+        if "search" in q:
+            text = q["search"].lower()
+            rows = [i for i in rows if text in f"{i['title']} {i['description'] or ''}".lower()]
+        if "issue_type" in q:
+            rows = [i for i in rows if i["issue_type"] == q["issue_type"]]
+        if q.get("created_after"):
+            start = datetime.fromisoformat(q["created_after"].replace("Z", "+00:00"))
+            rows = [
+                i for i in rows if datetime.fromisoformat(i["created_at"].replace("Z", "+00:00")) >= start
+            ]
         if call.query.get("updated_after"):
             since = datetime.fromisoformat(call.query["updated_after"].replace("Z", "+00:00"))
             rows = [

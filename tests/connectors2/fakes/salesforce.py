@@ -1,6 +1,11 @@
 """A fake Salesforce org (OAuth token endpoint, sObject REST, SOQL query, Files), built from Salesforce's
 REST API developer guide (no machine-readable description is available here; the facts relied on are
-listed in ``tests/connectors2/test_salesforce.py``)."""
+listed in ``tests/connectors2/test_salesforce.py`` and ``tests/connectors2/test_queries.py``).
+
+SOQL ``WHERE`` clauses are evaluated by ``Where``, a subset: comparisons ``= != < > <= >= LIKE IN, NOT
+IN`` on fields (dot paths through ``…Id`` references), string, number, boolean, ``null`` and date-time
+literals, AND/OR/NOT and parentheses. On ``Case``, an unknown field is ``INVALID_FIELD`` with Salesforce's
+"No such column" message; what the fake cannot parse is ``MALFORMED_QUERY`` ("unexpected token")."""
 
 from __future__ import annotations
 
@@ -259,21 +264,9 @@ class FakeSalesforce(FakeServer):
             raise sf_error(
                 400, "MALFORMED_QUERY", "Implementation restriction: ContentDocumentLink requires a filter"
             )
-        for cond in (match["where"] or "").split(" AND ") if match["where"] else []:
-            m = re.fullmatch(r"([\w.]+) (=|>=) (.+)", cond.strip())
-            if not m:
-                raise sf_error(400, "MALFORMED_QUERY", f"unexpected condition: {cond}")
-            field, op, raw = m.groups()
-            value = self._literal(raw)
-            if op == "=":
-                rows = [r for r in rows if self._value(r, field) == value]
-            else:
-                when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-                rows = [
-                    r
-                    for r in rows
-                    if datetime.fromisoformat(self._value(r, field).replace("+0000", "+00:00")) >= when
-                ]
+        if match["where"]:
+            where = Where(self, obj, match["where"])
+            rows = [r for r in rows if where.test(r)]
         for part in reversed((match["order"] or "").split(",") if match["order"] else []):
             name, *direction = part.split()
             rows.sort(key=lambda r: str(self._value(r, name)), reverse=direction == ["DESC"])
@@ -410,3 +403,156 @@ class FakeSalesforce(FakeServer):
     def version_data(self, call: Call, rid: str) -> Reply:
         self.record("ContentVersion", rid)
         return Reply(200, self.blobs[rid], {"Content-Type": "application/octet-stream"})
+
+
+# --- a small honest SOQL WHERE subset ---------------------------------------------------------------------
+
+CASE_QUERYABLE = CASE_FIELDS | {
+    "Id", "CaseNumber", "CreatedDate", "LastModifiedDate", "SystemModstamp", "CreatedById",
+    "LastModifiedById",
+}  # fmt: skip
+_SOQL_TOKEN = re.compile(
+    r"\s*('(?:[^'\\]|\\.)*'|!=|<>|<=|>=|[=<>(),]|\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:?\d\d)|[\w.]+)"
+)
+
+
+class Where:
+    """A WHERE clause, parsed at once (``sf_error`` 400 when Salesforce would refuse it)."""
+
+    def __init__(self, fake: FakeSalesforce, obj: str, text: str) -> None:
+        self.fake, self.obj = fake, obj
+        self.tokens: list[str] = []
+        pos = 0
+        while text[pos:].strip():
+            m = _SOQL_TOKEN.match(text, pos)
+            if not m:
+                raise sf_error(400, "MALFORMED_QUERY", f"unexpected token: '{text[pos:].split()[0]}'")
+            self.tokens.append(m.group(1))
+            pos = m.end()
+        self.i = 0
+        self.test = self.or_()
+        if self.i < len(self.tokens):
+            self.unexpected()
+
+    def unexpected(self) -> None:
+        token = self.tokens[self.i] if self.i < len(self.tokens) else "<EOF>"
+        raise sf_error(400, "MALFORMED_QUERY", f"unexpected token: '{token}'")
+
+    def word(self) -> str:
+        return self.tokens[self.i].upper() if self.i < len(self.tokens) else ""
+
+    def or_(self) -> Any:
+        left = self.and_()
+        while self.word() == "OR":
+            self.i += 1
+            a, b = left, self.and_()
+            left = lambda r, a=a, b=b: a(r) or b(r)  # noqa: E731
+        return left
+
+    def and_(self) -> Any:
+        left = self.not_()
+        while self.word() == "AND":
+            self.i += 1
+            a, b = left, self.not_()
+            left = lambda r, a=a, b=b: a(r) and b(r)  # noqa: E731
+        return left
+
+    def not_(self) -> Any:
+        if self.word() == "NOT":
+            self.i += 1
+            inner = self.not_()
+            return lambda r: not inner(r)
+        if self.word() == "(":
+            self.i += 1
+            inner = self.or_()
+            if self.word() != ")":
+                self.unexpected()
+            self.i += 1
+            return inner
+        return self.comparison()
+
+    def literal(self) -> Any:
+        if self.i >= len(self.tokens):
+            self.unexpected()
+        token = self.tokens[self.i]
+        self.i += 1
+        if token.startswith("'"):
+            return re.sub(r"\\(.)", r"\1", token[1:-1])
+        if token.lower() in ("true", "false"):
+            return token.lower() == "true"
+        if token.lower() == "null":
+            return None
+        if re.fullmatch(r"-?\d+(?:\.\d+)?", token):
+            return float(token)
+        if re.fullmatch(r"\d{4}-\d\d-\d\dT.+", token):
+            return datetime.fromisoformat(token.replace("Z", "+00:00"))
+        self.i -= 1
+        self.unexpected()
+
+    def comparison(self) -> Any:
+        if self.i >= len(self.tokens) or not re.fullmatch(r"[A-Za-z][\w.]*", self.tokens[self.i]):
+            self.unexpected()
+        field = self.tokens[self.i]
+        self.i += 1
+        if self.obj == "Case" and "." not in field and field not in CASE_QUERYABLE:
+            raise sf_error(
+                400,
+                "INVALID_FIELD",
+                f"No such column '{field}' on entity 'Case'. If you are attempting to use a custom field, be "
+                "sure to append the '__c' after the custom field name. Please reference your WSDL or the "
+                "describe call for the appropriate names.",
+            )
+        op = self.word()
+        if op == "NOT" and self.i + 1 < len(self.tokens) and self.tokens[self.i + 1].upper() == "IN":
+            self.i += 1
+            op = "NOT IN"
+        if op not in ("=", "!=", "<>", "<", ">", "<=", ">=", "LIKE", "IN", "NOT IN"):
+            self.unexpected()
+        self.i += 1
+        if op.endswith("IN"):
+            if self.word() != "(":
+                self.unexpected()
+            self.i += 1
+            values = [self.literal()]
+            while self.word() == ",":
+                self.i += 1
+                values.append(self.literal())
+            if self.word() != ")":
+                self.unexpected()
+            self.i += 1
+        else:
+            values = [self.literal()]
+        return lambda r: self.compare(self.fake._value(r, field), op, values)
+
+    @staticmethod
+    def compare(actual: Any, op: str, values: list[Any]) -> bool:
+        want = values[0]
+        if isinstance(want, datetime) and isinstance(actual, str):
+            actual = datetime.fromisoformat(actual.replace("+0000", "+00:00"))
+        if isinstance(want, float) and isinstance(actual, str):
+            try:
+                actual = float(actual)
+            except ValueError:
+                return False
+        if op == "LIKE":
+            pattern = "^" + re.escape(str(want)).replace("%", ".*").replace("_", ".") + "$"
+            return (
+                actual is not None and re.match(pattern, str(actual), re.IGNORECASE | re.DOTALL) is not None
+            )
+        if op in ("IN", "NOT IN"):
+            hit = any(str(actual).casefold() == str(v).casefold() for v in values)
+            return hit if op == "IN" else not hit
+        if op in ("=", "!=", "<>"):
+            same = (actual is None and want is None) or (
+                actual is not None
+                and want is not None
+                and (
+                    str(actual).casefold() == str(want).casefold()
+                    if isinstance(want, str)
+                    else actual == want
+                )
+            )
+            return same if op == "=" else not same
+        if actual is None or want is None:
+            return False
+        return {"<": actual < want, ">": actual > want, "<=": actual <= want, ">=": actual >= want}[op]

@@ -1,11 +1,16 @@
 """A fake ServiceNow instance (Table API and Attachment API), built from ServiceNow's REST API reference
 (no official machine-readable description exists; the facts relied on are listed in
-``tests/connectors2/test_servicenow.py``)."""
+``tests/connectors2/test_servicenow.py`` and ``tests/connectors2/test_queries.py``).
+
+``sysparm_query`` is evaluated for a subset of encoded queries: ``^`` (AND), ``^OR``, ``^NQ``, ``ORDERBY``/
+``ORDERBYDESC``, and the operators in ``FakeServiceNow.OPERATORS``; like ServiceNow with its default
+``glide.invalid_query.returns_no_rows=false``, a condition on an unknown field is ignored."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from typing import Any
 
@@ -135,32 +140,62 @@ class FakeServiceNow(FakeServer):
                 out[name] = value
         return out
 
-    @staticmethod
-    def matches(row: dict[str, Any], query: str) -> tuple[bool, list[tuple[str, bool]]]:
+    # Encoded query operators the fake evaluates (ServiceNow's operators are upper case, field names lower).
+    OPERATORS = (
+        "ISNOTEMPTY", "ISEMPTY", "NOT LIKE", "NOT IN", "STARTSWITH", "ENDSWITH", "LIKE", "IN",
+        ">=", "<=", "!=", ">", "<", "=",
+    )  # fmt: skip
+
+    @classmethod
+    def term(cls, row: dict[str, Any], cond: str) -> bool:
+        m = re.match(r"([a-z0-9_]+)(.*)$", cond)
+        if not m:
+            return True
+        field, rest = m.groups()
+        op = next((o for o in cls.OPERATORS if rest.startswith(o)), None)
+        if op is None or (field not in row and field not in ("element_id", "table_sys_id")):
+            return True  # an unknown field (or operator) is ignored, as ServiceNow does by default
+        value, actual = rest[len(op) :], str(row.get(field, ""))
+        if op == "ISNOTEMPTY":
+            return bool(actual)
+        if op == "ISEMPTY":
+            return not actual
+        if op in ("LIKE", "NOT LIKE"):
+            return (value.lower() in actual.lower()) == (op == "LIKE")
+        if op == "STARTSWITH":
+            return actual.lower().startswith(value.lower())
+        if op == "ENDSWITH":
+            return actual.lower().endswith(value.lower())
+        if op in ("IN", "NOT IN"):
+            return (actual in value.split(",")) == (op == "IN")
+        return {
+            ">=": actual >= value,
+            "<=": actual <= value,
+            "!=": actual != value,
+            ">": actual > value,
+            "<": actual < value,
+            "=": actual == value,
+        }[op]
+
+    @classmethod
+    def matches(cls, row: dict[str, Any], query: str) -> tuple[bool, list[tuple[str, bool]]]:
+        """``^`` is AND, ``^OR`` binds tighter (ORs the next condition with the previous one), ``^NQ`` starts
+        another query whose rows are added; ``ORDERBY``/``ORDERBYDESC`` give the order."""
         order: list[tuple[str, bool]] = []
-        ok = True
-        for cond in filter(None, query.split("^")):
-            if cond.startswith("ORDERBYDESC"):
-                order.append((cond[len("ORDERBYDESC") :], True))
-            elif cond.startswith("ORDERBY"):
-                order.append((cond[len("ORDERBY") :], False))
-            elif cond.endswith("ISNOTEMPTY"):
-                ok &= bool(row.get(cond[: -len("ISNOTEMPTY")]))
-            elif ">=" in cond:
-                field, value = cond.split(">=", 1)
-                ok &= str(row.get(field, "")) >= value
-            elif "IN" in cond and "=" not in cond:
-                field, values = cond.split("IN", 1)
-                ok &= str(row.get(field, "")) in values.split(",")
-            elif "!=" in cond:
-                field, value = cond.split("!=", 1)
-                ok &= str(row.get(field, "")) != value
-            elif "=" in cond:
-                field, value = cond.split("=", 1)
-                if field in row or field in ("element_id", "table_sys_id"):
-                    ok &= str(row.get(field, "")) == value
-                # an unknown field is ignored, as ServiceNow does by default
-        return ok, order
+        any_group = False
+        for group in query.split("^NQ"):
+            clauses: list[list[str]] = []
+            for cond in filter(None, group.split("^")):
+                if cond.startswith("ORDERBYDESC"):
+                    order.append((cond[len("ORDERBYDESC") :], True))
+                elif cond.startswith("ORDERBY"):
+                    order.append((cond[len("ORDERBY") :], False))
+                elif cond.startswith("OR") and clauses:
+                    clauses[-1].append(cond[2:])
+                elif cond != "EQ":
+                    clauses.append([cond])
+            any_group |= all(any(cls.term(row, c) for c in alts) for alts in clauses)
+        return any_group, order
 
     def select(self, rows: list[dict[str, Any]], query: str) -> list[dict[str, Any]]:
         hits = [r for r in rows if self.matches(r, query)[0]]
@@ -204,6 +239,8 @@ class FakeServiceNow(FakeServer):
                 or key in ("close_code", "close_notes", "category", "due_date")
             ):
                 row[key] = value  # unknown fields are ignored silently, as the Table API does
+        if "state" in row:
+            row["active"] = "false" if str(row["state"]) in ("6", "7", "8") else "true"
         if "impact" in body or "urgency" in body:
             row["priority"] = LOOKUP.get((str(row.get("impact")), str(row.get("urgency"))), row["priority"])
         if str(row.get("state")) in ("6", "7"):
@@ -254,6 +291,7 @@ class FakeServiceNow(FakeServer):
             "short_description": "",
             "description": "",
             "state": "1",
+            "active": "true",
             "impact": "3",
             "urgency": "3",
             "priority": "5",

@@ -1,5 +1,14 @@
 """A fake Zendesk Support account (REST API v2), built from Zendesk's API reference (no machine-readable
-description is available here; the facts relied on are listed in ``tests/connectors2/test_zendesk.py``)."""
+description is available here; the facts relied on are listed in ``tests/connectors2/test_zendesk.py`` and
+``tests/connectors2/test_queries.py``).
+
+``GET /api/v2/search.json`` evaluates a subset of the search syntax over tickets: ``type:ticket``,
+``status``/``priority`` with ``: < > <= >=`` (in Zendesk's order of the values), ``ticket_type``, ``tags``,
+``assignee``/``requester`` (e-mail or ``none``), ``created`` (a date or an ISO time), a leading ``-`` to
+negate, and words or quoted phrases in the subject or description; an unknown keyword is text, as in
+Zendesk. Pages: ``page``/``per_page`` (at most 100, the first 1000 results; beyond is a 422), ``sort_by``
+and ``sort_order``. Zendesk does not document the wording of its answer to a search it cannot parse; the
+fake answers an unbalanced quote with 400 in Zendesk's error shape ``{"error", "description"}``."""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from datetime import datetime
 from typing import Any
@@ -66,6 +76,7 @@ class FakeZendesk(FakeServer):
         self.route("GET", r"/api/v2/users/show_many\.json", self.show_many)
         self.route("GET", r"/api/v2/users\.json", self.list_users)
         self.route("GET", r"/api/v2/incremental/tickets/cursor\.json", self.export)
+        self.route("GET", r"/api/v2/search\.json", self.search)
 
     def authorize(self, call: Call) -> None:
         expected = "Basic " + base64.b64encode(f"{self.email}/token:{self.api_token}".encode()).decode()
@@ -322,6 +333,82 @@ class FakeZendesk(FakeServer):
     def list_users(self, call: Call) -> dict[str, Any]:
         rows = [u for u in self.users.values() if u["role"] in ("agent", "admin")]
         return {"users": rows, "meta": {"has_more": False}, "links": {"next": None}}
+
+    def search(self, call: Call) -> dict[str, Any]:
+        query = call.query.get("query", "")
+        if query.count('"') % 2:
+            raise HttpError(
+                400, {"error": "InvalidSearch", "description": "The search has an unbalanced double quote."}
+            )
+        per_page, page = min(int(call.query.get("per_page", 100)), 100), int(call.query.get("page", 1))
+        if page * per_page > 1000:
+            raise HttpError(
+                422,
+                {
+                    "error": "InsufficientResource",
+                    "description": "Search results are limited to 1000 per query.",
+                },
+            )
+        preds = [
+            self.search_term(t) for t in re.findall(r'-?[a-z_]+(?::|<=|>=|<|>)"[^"]*"|"[^"]*"|\S+', query)
+        ]
+        if not any(t.startswith("type:ticket") for t in query.split()):
+            rows: list[dict[str, Any]] = []  # the fake keeps tickets only
+        else:
+            rows = [t for t in self.tickets.values() if all(p(t) for p in preds)]
+        field = call.query.get("sort_by", "relevance")
+        if field in ("created_at", "updated_at"):
+            rows.sort(key=lambda t: -t["id"])  # Zendesk leaves the order of equal times open
+            rows.sort(key=lambda t: t[field], reverse=call.query.get("sort_order", "desc") == "desc")
+        chunk = rows[(page - 1) * per_page : page * per_page]
+        more = page * per_page < len(rows)
+        base = f"{self.host}/api/v2/search.json?"
+        return {
+            "results": [{**t, "result_type": "ticket"} for t in chunk],
+            "facets": None,
+            "next_page": base + urlencode({**call.query, "page": page + 1}) if more else None,
+            "previous_page": base + urlencode({**call.query, "page": page - 1}) if page > 1 else None,
+            "count": len(rows),
+        }
+
+    def search_term(self, token: str) -> Any:
+        negate = token.startswith("-")
+        match = re.fullmatch(r'-?([a-z_]+)(:|<=|>=|<|>)("?)(.*)\3', token)
+        name, op, value = (match.group(1), match.group(2), match.group(4).lower()) if match else ("", "", "")
+
+        def test(ticket: dict[str, Any]) -> bool:
+            if name == "type":
+                return True
+            if name in ("status", "priority"):
+                order = list(STATUSES if name == "status" else PRIORITIES)
+                have = ticket[name]
+                if have is None or value not in order:
+                    return value == "none" and have is None
+                a, b = order.index(have), order.index(value)
+                return {":": a == b, "<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op]
+            if name == "ticket_type":
+                return (ticket["type"] or "none") == value
+            if name == "tags":
+                return value in [t.lower() for t in ticket["tags"]]
+            if name in ("assignee", "requester"):
+                uid = ticket["assignee_id" if name == "assignee" else "requester_id"]
+                if value == "none":
+                    return uid is None
+                return uid is not None and value in (self.users[uid]["email"].lower(), str(uid))
+            if name == "created":
+                have = ticket["created_at"] if "t" in value else ticket["created_at"][:10]
+                want = value.upper() if "t" in value else value
+                return {
+                    ":": have == want,
+                    "<": have < want,
+                    ">": have > want,
+                    "<=": have <= want,
+                    ">=": have >= want,
+                }[op]
+            text = token.lstrip("-").strip('"').lower()  # words (and unknown keywords) are searched as text
+            return text in f"{ticket['subject']} {ticket['description']}".lower()
+
+        return (lambda t: not test(t)) if negate else test
 
     def export(self, call: Call) -> dict[str, Any]:
         def key(t: dict[str, Any]) -> tuple[str, int]:
