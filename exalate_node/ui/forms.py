@@ -277,6 +277,20 @@ class MappingForm(forms.Form):
 MAX_CSV_BYTES = 5_000_000
 
 
+# Per tracker type: (what the query is, an example). See docs/connectors.md, "Trigger query language".
+QUERY_LANGUAGES: dict[str, tuple[str, str]] = {
+    "builtin": ("the built-in filter language", "project = SUP AND labels = sync"),
+    "redmine": ("Redmine issue filters as a query string", "tracker_id=1&status_id=open"),
+    "github": ("GitHub issue search qualifiers (repo and is:issue are added)", "label:sync state:open"),
+    "jira": ("JQL (limited to the instance's project)", "labels = sync AND priority = High"),
+    "azure": ("a WIQL condition, what follows WHERE", "[System.Tags] CONTAINS 'sync'"),
+    "gitlab": ("GitLab issue list filters as a query string", "labels=sync&state=opened"),
+    "zendesk": ("Zendesk search terms (type:ticket is added)", "tags:sync status<solved"),
+    "servicenow": ("a ServiceNow encoded query (a list filter's “Copy query”)", "active=true^priority=1"),
+    "salesforce": ("a SOQL condition, what follows WHERE", "Priority = 'High' AND IsClosed = false"),
+}
+
+
 class TriggerForm(forms.Form):
     entity_type = forms.CharField(max_length=50, initial="issue", label="Entity type")
     query = forms.CharField(
@@ -286,6 +300,16 @@ class TriggerForm(forms.Form):
     )
     notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     active = forms.BooleanField(required=False, initial=True)
+
+    def __init__(self, *args: Any, tracker_type: str = "builtin", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        language, example = QUERY_LANGUAGES.get(tracker_type, QUERY_LANGUAGES["builtin"])
+        self.fields["query"].widget.attrs["placeholder"] = example
+        self.fields[
+            "query"
+        ].help_text = (
+            f"In the tracker's own language: {language}, e.g. “{example}”. The tracker checks it on save."
+        )
 
     def clean_query(self) -> str:
         return self.cleaned_data["query"].strip()

@@ -943,7 +943,7 @@ def _progress(job: BulkJob) -> dict[str, Any]:
 def trigger_list(request: HttpRequest, pk: int) -> HttpResponse:
     """The connection's triggers; the form adds one (the tracker checks the query)."""
     connection = _ops_connection(pk)
-    form = forms.TriggerForm(request.POST or None)
+    form = forms.TriggerForm(request.POST or None, tracker_type=connection.local_instance.tracker_type)
     if request.method == "POST" and form.is_valid():
         try:
             trigger = triggers.trigger_create(
@@ -982,7 +982,9 @@ def _trigger(pk: int, trigger_id: int) -> Trigger:
 def trigger_edit(request: HttpRequest, pk: int, trigger_id: int) -> HttpResponse:
     trigger = _trigger(pk, trigger_id)
     initial = {f: getattr(trigger, f) for f in ("entity_type", "query", "notes", "active")}
-    form = forms.TriggerForm(request.POST or None, initial=initial)
+    form = forms.TriggerForm(
+        request.POST or None, initial=initial, tracker_type=trigger.connection.local_instance.tracker_type
+    )
     if request.method == "POST" and form.is_valid():
         try:
             triggers.trigger_update(trigger=trigger, **form.cleaned_data)

@@ -226,3 +226,17 @@ def test_the_stuck_list_shows_a_twin_created_stuck(staff, pair):
     assert "Nothing is stuck." in body
     response = staff.get(url, {"minutes": "zero"})
     assert response.status_code == 400 and "Enter a whole number" in response.content.decode()
+
+
+def test_the_trigger_form_shows_the_query_language_of_the_connections_tracker(client, admin_user, pair):
+    from exalate_node.ui.forms import QUERY_LANGUAGES
+    from instances.models import Instance, TrackerType
+
+    assert set(QUERY_LANGUAGES) == set(TrackerType.values)
+    sup, eng, a, b = pair
+    client.force_login(admin_user)
+    page = client.get(reverse("ui:triggers", args=[a.pk])).content.decode()
+    assert "the built-in filter language" in page and 'placeholder="project = SUP AND labels = sync"' in page
+    Instance.objects.filter(pk=a.local_instance_id).update(tracker_type="jira")
+    page = client.get(reverse("ui:triggers", args=[a.pk])).content.decode()
+    assert "JQL" in page and 'placeholder="labels = sync AND priority = High"' in page
