@@ -52,6 +52,8 @@ def _required_secret(var: str, make: Callable[[], str]) -> str:
 
 
 SECRET_KEY = _required_secret("SECRET_KEY", lambda: secrets.token_urlsafe(50))
+# Rotating SECRET_KEY: put the old one here (comma-separated) until sessions and tokens signed with it expire.
+SECRET_KEY_FALLBACKS: list[str] = [k for k in env.list("SECRET_KEY_FALLBACKS", default=[]) if k]
 # Keys for secrets at rest, comma-separated: the first encrypts, all decrypt (rotation).
 SECRETS_KEYS: list[str] = [
     k.strip()

@@ -60,3 +60,34 @@ def test_secrets_can_come_from_files(tmp_path):
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_secret_key_fallbacks_keep_old_sessions_valid(tmp_path):
+    """After rotating SECRET_KEY, what the old key signed (sessions, CSRF, reset tokens) still verifies while
+    the old key is listed in SECRET_KEY_FALLBACKS, and no longer once it is removed."""
+    old, new = "o" * 50, "n" * 50
+    code = (
+        "from django.core import signing\n"
+        f"value = signing.Signer(key={old!r}, salt='x').sign('session')\n"
+        "try:\n    print(signing.Signer(salt='x').unsign(value))\n"
+        "except signing.BadSignature:\n    print('refused')\n"
+    )
+    base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DEBUG")}
+    base.update(
+        VAR_DIR=str(tmp_path), DEBUG="true", SECRET_KEY=new, DJANGO_SETTINGS_MODULE="exalate_node.settings"
+    )
+
+    def run(fallbacks: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=ROOT,
+            env={**base, "SECRET_KEY_FALLBACKS": fallbacks},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    assert run(old) == "session"
+    assert run("") == "refused"
