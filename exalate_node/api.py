@@ -65,6 +65,9 @@ ERROR_RESPONSES: dict[str, str] = {
     "403": "The user is not staff, or a session request lacks its CSRF token.",
     "404": "No such object (or the id is out of range).",
 }
+# Operations with a rate limit (exalate_node.views.ObtainToken).
+THROTTLED_PATHS = frozenset({"/api/v1/auth/token/"})
+THROTTLED_RESPONSE = "Too many attempts from this address: wait the `Retry-After` seconds, then retry."
 # Only for operations that read a body.
 BODY_ERROR_RESPONSES: dict[str, str] = {
     "415": "The body's content type is not one this endpoint reads (or the body is malformed): send JSON.",
@@ -78,12 +81,14 @@ def add_error_responses(
     operation, so the schema lists every status the API answers (the contract the fuzz tests check)."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    for path_item in result.get("paths", {}).values():
+    for path, path_item in result.get("paths", {}).items():
         for method, operation in path_item.items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             responses = operation.setdefault("responses", {})
             errors = ERROR_RESPONSES | (BODY_ERROR_RESPONSES if method in ("post", "put", "patch") else {})
+            if path in THROTTLED_PATHS:
+                errors = errors | {"429": THROTTLED_RESPONSE}
             for status_code, description in errors.items():
                 responses.setdefault(status_code, {"description": description, "content": reference})
     return result

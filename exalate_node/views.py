@@ -8,6 +8,7 @@ from django.shortcuts import redirect
 from django.views import defaults
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny
+from rest_framework.throttling import ScopedRateThrottle
 
 from exalate_node import __version__
 
@@ -60,6 +61,19 @@ class ObtainToken(ObtainAuthToken):
     """POST username and password, get an API token (staff users only)."""
 
     permission_classes = [AllowAny]
+    # Limits password guessing: API_TOKEN_RATE attempts per client address (default 10 a minute), a 429
+    # with Retry-After beyond that. The count lives in Django's cache (per process unless CACHES is shared).
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "token"
+
+    def throttled(self, request, wait):  # type: ignore[no-untyped-def]
+        from rest_framework.exceptions import Throttled
+
+        raise Throttled(
+            wait,
+            detail="Too many token requests from this address. Check the username and password, then retry "
+            "later.",
+        )
 
     def post(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
         from rest_framework.exceptions import PermissionDenied

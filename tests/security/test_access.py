@@ -71,3 +71,23 @@ def test_an_api_token_does_not_open_the_node_protocol(admin_user):
         "/node/v1/messages/", {"messages": []}, format="json", HTTP_AUTHORIZATION=f"Token {token.key}"
     )
     assert response.status_code == 401
+
+
+def test_password_guessing_at_the_token_endpoint_is_throttled(client, admin_user, monkeypatch):
+    from django.core.cache import cache
+    from rest_framework.throttling import ScopedRateThrottle
+
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"token": "3/minute"})
+    cache.clear()
+    guesses = [
+        client.post("/api/v1/auth/token/", {"username": admin_user.username, "password": f"guess-{i}"})
+        for i in range(4)
+    ]
+    assert [r.status_code for r in guesses] == [400, 400, 400, 429]
+    refused = guesses[-1]
+    assert refused.json()["code"] == "throttled" and "Too many token requests" in refused.json()["detail"]
+    assert int(refused["Retry-After"]) > 0
+    # The right password is refused too while throttled: guessing cannot go on at full speed.
+    right = client.post("/api/v1/auth/token/", {"username": admin_user.username, "password": "password"})
+    assert right.status_code == 429
+    cache.clear()
