@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import authenticate
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.views import defaults
-from rest_framework.authtoken.views import ObtainAuthToken
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied, Throttled, ValidationError
 from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
 
 from exalate_node import __version__
+from exalate_node.tokens import token_create
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -57,32 +64,51 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "version": __version__})
 
 
-class ObtainToken(ObtainAuthToken):
-    """POST username and password, get an API token (staff users only)."""
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+    name = serializers.CharField(required=False, max_length=100, help_text="What the token is for.")
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Shown once: only its digest is stored.")
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class ObtainToken(APIView):
+    """POST username and password, get a new API token (staff users only). The key is in this answer only;
+    it expires after API_TOKEN_TTL_DAYS (default 90)."""
 
     permission_classes = [AllowAny]
+    authentication_classes: list = []
     # Limits password guessing: API_TOKEN_RATE attempts per client address (default 10 a minute), a 429
     # with Retry-After beyond that. The count lives in Django's cache (per process unless CACHES is shared).
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "token"
 
     def throttled(self, request, wait):  # type: ignore[no-untyped-def]
-        from rest_framework.exceptions import Throttled
-
         raise Throttled(
             wait,
             detail="Too many token requests from this address. Check the username and password, then retry "
             "later.",
         )
 
-    def post(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
-        from rest_framework.exceptions import PermissionDenied
-
-        serializer = self.serializer_class(data=request.data, context={"request": request})
-        serializer.is_valid(raise_exception=True)
-        user = serializer.validated_data["user"]
+    @extend_schema(request=TokenRequestSerializer, responses={200: TokenSerializer})
+    def post(self, request: Request) -> Response:
+        ser = TokenRequestSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        user = authenticate(
+            request=request._request,
+            username=ser.validated_data["username"],
+            password=ser.validated_data["password"],
+        )
+        if user is None:
+            raise ValidationError(
+                {"non_field_errors": ["Unable to log in with the username and password given."]}
+            )
         if not user.is_staff:
             raise PermissionDenied(
                 "Only staff users can use the API. Ask an admin to make your account staff."
             )
-        return super().post(request, *args, **kwargs)
+        token, key = token_create(user=user, name=ser.validated_data.get("name", ""))
+        return Response({"token": key, "expires_at": token.expires_at})

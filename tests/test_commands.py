@@ -38,8 +38,8 @@ def test_rotate_secrets_re_encrypts_under_the_new_key(settings):
 
 def test_create_api_token_only_for_staff(admin_user, plain_user):
     out = StringIO()
-    call_command("create_api_token", "alice", stdout=out)
-    assert len(out.getvalue().strip()) == 40
+    call_command("create_api_token", "alice", stdout=out, stderr=StringIO())
+    assert out.getvalue().strip().startswith("exn_") and len(out.getvalue().strip()) == 47
     with pytest.raises(CommandError, match="not staff"):
         call_command("create_api_token", "bob")
 

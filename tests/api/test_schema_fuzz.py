@@ -35,9 +35,8 @@ schema.app = get_wsgi_application()
 
 @pytest.fixture
 def token_header(transactional_db, django_user_model):  # type: ignore[no-untyped-def]
-    from rest_framework.authtoken.models import Token
-
     from connections.services import connection_create_local
+    from exalate_node.tokens import token_create
     from instances.models import Instance
     from instances.tracker import services
 
@@ -48,7 +47,7 @@ def token_header(transactional_db, django_user_model):  # type: ignore[no-untype
     services.project_create(instance=b, key="ENG", name="Engineering")
     services.issue_create(project=sup, actor="fuzz", summary="Seeded issue")
     connection_create_local(name="S-E", instance_a=a, instance_b=b)
-    return {"Authorization": f"Token {Token.objects.create(user=staff).key}"}
+    return {"Authorization": f"Token {token_create(user=staff)[1]}"}
 
 
 def _no_network(*args: object, **kwargs: object) -> None:

@@ -187,17 +187,17 @@ class Node:
 SETUP = """
 import json
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
+from exalate_node.tokens import token_create
 from instances.models import Instance
 from instances.tracker import services
 User = get_user_model()
 user, _ = User.objects.get_or_create(username="admin", defaults=dict(is_staff=True, is_superuser=True))
-token, _ = Token.objects.get_or_create(user=user)
+_, key = token_create(user=user, name="e2e")
 inst = Instance.objects.filter(name="NAME").first()
 if inst is None:
     inst = Instance.objects.create(name="NAME", tracker_type="builtin")
     services.project_create(instance=inst, key="KEY", name="NAME")
-print(json.dumps(dict(token=token.key, instance=inst.uid)))
+print(json.dumps(dict(token=key, instance=inst.uid)))
 """
 
 

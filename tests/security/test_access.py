@@ -64,11 +64,11 @@ def test_a_session_login_does_not_open_the_node_protocol(client, admin_user):
 
 
 def test_an_api_token_does_not_open_the_node_protocol(admin_user):
-    from rest_framework.authtoken.models import Token
+    from exalate_node.tokens import token_create
 
-    token = Token.objects.create(user=admin_user)
+    _, key = token_create(user=admin_user)
     response = APIClient().post(
-        "/node/v1/messages/", {"messages": []}, format="json", HTTP_AUTHORIZATION=f"Token {token.key}"
+        "/node/v1/messages/", {"messages": []}, format="json", HTTP_AUTHORIZATION=f"Token {key}"
     )
     assert response.status_code == 401
 
@@ -88,6 +88,6 @@ def test_password_guessing_at_the_token_endpoint_is_throttled(client, admin_user
     assert refused.json()["code"] == "throttled" and "Too many token requests" in refused.json()["detail"]
     assert int(refused["Retry-After"]) > 0
     # The right password is refused too while throttled: guessing cannot go on at full speed.
-    right = client.post("/api/v1/auth/token/", {"username": admin_user.username, "password": "password"})
+    right = client.post("/api/v1/auth/token/", {"username": admin_user.username, "password": "pw-alice-123"})
     assert right.status_code == 429
     cache.clear()

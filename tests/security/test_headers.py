@@ -7,9 +7,10 @@ import json
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from exalate_node.models import ApiToken
+from exalate_node.tokens import token_create
 from instances.models import Instance, Issue
 
 
@@ -88,10 +89,10 @@ def test_a_session_api_read_needs_no_csrf(session_api, world):
 
 
 def test_a_token_authenticated_api_write_needs_no_csrf(world, admin_user):
-    token = Token.objects.create(user=admin_user)
+    _, key = token_create(user=admin_user)
     client = APIClient(enforce_csrf_checks=True)
     response = client.post(
-        "/api/v1/instances/", {"name": "By token"}, format="json", HTTP_AUTHORIZATION=f"Token {token.key}"
+        "/api/v1/instances/", {"name": "By token"}, format="json", HTTP_AUTHORIZATION=f"Token {key}"
     )
     assert response.status_code == 201
 
@@ -100,7 +101,7 @@ def test_the_token_endpoint_refuses_non_staff(db, plain_user):
     response = APIClient().post(
         "/api/v1/auth/token/", {"username": "bob", "password": "pw-bob-123"}, format="json"
     )
-    assert response.status_code == 403 and not Token.objects.exists()
+    assert response.status_code == 403 and not ApiToken.objects.exists()
 
 
 def test_an_api_body_over_the_upload_limit_is_refused(staff_browser, world, settings, admin_user):
