@@ -12,6 +12,7 @@ os.environ.setdefault("TASKS_INLINE", "true")
 os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="exalate-node-test-"))
 # The suite logs in many times a minute from one address; tests of the limit set their own rate.
 os.environ.setdefault("API_TOKEN_RATE", "100000/minute")
+os.environ.setdefault("LOGIN_FAILURE_LIMIT", "100000")
 os.environ.setdefault("MEDIA_ROOT", os.path.join(os.environ["VAR_DIR"], "media"))
 
 from exalate_node.settings import *  # noqa: E402,F403

@@ -16,6 +16,7 @@ admin.site.index_title = "Sync node administration"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("admin/login/", views.admin_login, name="admin-login-throttled"),
     path("admin/", admin.site.urls),
     path("ui/", include("exalate_node.ui.urls")),
     path("api/v1/auth/token/", views.ObtainToken.as_view(), name="api-token"),

@@ -57,6 +57,40 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
+LOGIN_WINDOW_S = 300
+
+
+def _client_address(request: HttpRequest) -> str:
+    return request.META.get("REMOTE_ADDR", "") or "unknown"
+
+
+def admin_login(request: HttpRequest, **kwargs: object) -> HttpResponse:
+    """The admin's login page with a limit on failed attempts per client address (LOGIN_FAILURE_LIMIT in
+    LOGIN_WINDOW_S seconds): beyond it, a 429 page says how long to wait, even for the right password."""
+    from django.conf import settings
+    from django.contrib import admin
+    from django.core.cache import cache
+
+    counter = f"exalate-node:login-failures:{_client_address(request)}"
+    if request.method == "POST" and cache.get(counter, 0) >= settings.LOGIN_FAILURE_LIMIT:
+        response = HttpResponse(
+            f"Too many failed logins from this address. Wait {LOGIN_WINDOW_S // 60} minutes, then try again "
+            "(ask another admin to reset your password if you lost it).",
+            status=429,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = str(LOGIN_WINDOW_S)
+        return response
+    response = admin.site.login(request, **kwargs)
+    if request.method == "POST" and response.status_code == 200:  # the form again: the login failed
+        cache.add(counter, 0, LOGIN_WINDOW_S)
+        try:
+            cache.incr(counter)
+        except ValueError:  # expired between add and incr
+            cache.set(counter, 1, LOGIN_WINDOW_S)
+    return response
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness and database reachability, for load balancers and the run script."""
     with connection.cursor() as cursor:

@@ -91,3 +91,22 @@ def test_password_guessing_at_the_token_endpoint_is_throttled(client, admin_user
     right = client.post("/api/v1/auth/token/", {"username": admin_user.username, "password": "pw-alice-123"})
     assert right.status_code == 429
     cache.clear()
+
+
+def test_password_guessing_at_the_admin_login_is_limited(client, admin_user, settings):
+    from django.core.cache import cache
+
+    settings.LOGIN_FAILURE_LIMIT = 3
+    cache.clear()
+    guesses = [
+        client.post("/admin/login/", {"username": admin_user.username, "password": f"guess-{i}"})
+        for i in range(4)
+    ]
+    assert [r.status_code for r in guesses] == [200, 200, 200, 429]
+    assert "Too many failed logins" in guesses[-1].content.decode() and guesses[-1]["Retry-After"] == "300"
+    right = client.post("/admin/login/", {"username": admin_user.username, "password": "pw-alice-123"})
+    assert right.status_code == 429 and "_auth_user_id" not in client.session
+    cache.clear()
+    ok = client.post("/admin/login/?next=/ui/", {"username": admin_user.username, "password": "pw-alice-123"})
+    assert ok.status_code == 302 and ok["Location"] == "/ui/"
+    assert client.get("/admin/login/").status_code == 302  # logged in: the page sends you on
