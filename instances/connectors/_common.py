@@ -8,7 +8,8 @@
   the context manager the connectors use a plain ``requests.Session`` and the real clocks. A connector's
   ``http`` attribute can also be assigned directly (``connector.http = HttpClient(...)``).
 * Credentials from ``instance.credentials`` (a JSON object), with messages that say which key is missing.
-* ``SeenWindow``: de-duplication of polled changes on (id, updated) inside the overlap window.
+* ``SeenWindow``: de-duplication of polled changes on (id, updated) inside the overlap window (a whole-second
+  ``updated`` is only skipped once a poll answered after its second ended: a same-second edit is not lost).
 * ``OwnWrites``: the versions of items the node itself wrote, so ``is_own_change`` can recognise them.
 * ``ReplayGuard``: webhook deliveries already handled (by delivery id), so a redelivery has no second effect.
 """
@@ -19,13 +20,15 @@ import base64
 import hashlib
 import hmac
 import json
+import math
+import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -164,32 +167,94 @@ def header(headers: Mapping[str, str], name: str) -> str:
     return ""
 
 
+# A poll's answer only proves that an ``updated`` value is final once the tracker answered after that
+# value's time unit (its second, for whole-second times) had ended; by how much later:
+SETTLE_MARGIN = 1.0  # seconds between the tracker running the query and stamping its ``Date`` (commit lag)
+CLOCK_SKEW = 2.0  # more seconds when only the node's clock is known (no ``Date``): the clocks may differ
+# Finer units (Jira's, GitLab's and Azure DevOps' milliseconds) are final at once: a poll landing between two
+# changes inside one such unit is not a practical risk, while the clocks above are only good to a second.
+SETTLED_BELOW = timedelta(seconds=1)
+
+_CLOCK_RE = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,](\d+))?)?")
+
+
+def resolution(updated: str) -> timedelta:
+    """The time unit ``updated`` is written in: two changes within it can carry the same value.
+
+    Judged from how it is written: no fractional part is whole seconds (Redmine, GitHub, Zendesk,
+    ServiceNow); trailing zeros do not count (Salesforce writes ``.000`` though its times are whole seconds,
+    Azure DevOps drops trailing zeros), so ``.120`` is read as hundredths. Reading a unit too coarse only
+    costs a re-read; too fine would lose a change.
+    """
+    match = _CLOCK_RE.search(str(updated))
+    if match is None:
+        return timedelta(seconds=1)
+    if match.group(0).count(":") == 1:
+        return timedelta(minutes=1)  # no seconds at all
+    digits = (match.group(1) or "").rstrip("0")
+    return max(timedelta(seconds=10.0 ** -len(digits)), timedelta(microseconds=1))
+
+
+def observed_second(http: HttpClient | None) -> int:
+    """A second, on the tracker's clock, that the query answered by ``http``'s last response surely ran
+    after: its ``Date`` header minus ``SETTLE_MARGIN``; without one, the node's clock at the response minus
+    ``SETTLE_MARGIN + CLOCK_SKEW``; with no client at all, the node's clock now likewise."""
+    date = getattr(http, "last_response_date", None)
+    if date is not None:
+        return math.floor(date - SETTLE_MARGIN)
+    arrived = getattr(http, "last_response_at", None)
+    if arrived is None:
+        arrived = getattr(http, "wall_clock", time.time)()
+    return math.floor(arrived - SETTLE_MARGIN - CLOCK_SKEW)
+
+
+@dataclass
+class _Mark:
+    when: datetime  # the ``updated`` time, for forgetting
+    settled: bool  # returned by a poll answered after ``updated``'s time unit had ended
+    returned_at: int  # ``observed_second`` of the poll that last returned it
+
+
 class SeenWindow:
     """What a poll already returned, per account: (id, updated) pairs, forgotten once older than the window.
 
     Polls re-read an overlap window behind the cursor (late commits, clock skew); a change already
-    returned is skipped, so each change is returned once.
+    returned is skipped, so each change is returned once. But ``updated`` has a finite precision (whole
+    seconds on many trackers): a second change in the same second as one already returned carries the same
+    (id, updated), so skipping it would lose it. A mark is therefore *settled* only when the poll that
+    returned it was answered after ``updated``'s second had ended (on the tracker's clock: the response's
+    ``Date`` header, see ``observed_second``); an unsettled mark is returned again by a later poll (one
+    answered in a later second) until one settles it. Returning an unchanged item again costs its
+    pipeline one read and no write (an unchanged replica is not sent). Times with a finer unit than a
+    second (``resolution``) are settled at once (``SETTLED_BELOW``).
     """
 
     def __init__(self) -> None:
-        self._seen: dict[str, dict[tuple[str, str], datetime]] = {}
+        self._seen: dict[str, dict[tuple[str, str], _Mark]] = {}
         self._lock = threading.Lock()
 
-    def fresh(self, account: str, item_id: str, updated: str) -> bool:
-        """True the first time (item_id, updated) is offered for ``account``; remembers it."""
+    def fresh(self, account: str, item_id: str, updated: str, http: HttpClient | None = None) -> bool:
+        """Whether to return (item_id, updated) for ``account`` now: the first time it is offered, and again
+        while it is not settled; remembers it. ``http`` is the client whose last response listed it (its
+        ``Date`` tells when the tracker answered); without it, the node's clock now is used."""
+        observed = observed_second(http)
         with self._lock:
             seen = self._seen.setdefault(account, {})
-            mark = (str(item_id), str(updated))
-            if mark in seen:
-                return False
-            seen[mark] = parse_ts(updated)
+            key = (str(item_id), str(updated))
+            mark = seen.get(key)
+            if mark is not None and (mark.settled or observed <= mark.returned_at):
+                return False  # settled; or not, but answered in the same second as it was last returned
+            when = parse_ts(updated) if mark is None else mark.when
+            unit = resolution(updated)
+            settled = unit < SETTLED_BELOW or observed >= (when + unit).timestamp()
+            seen[key] = _Mark(when, settled, observed)
             return True
 
     def forget_before(self, account: str, floor: datetime) -> None:
         with self._lock:
             seen = self._seen.get(account, {})
-            for mark in [m for m, when in seen.items() if when < floor]:
-                del seen[mark]
+            for key in [k for k, mark in seen.items() if mark.when < floor]:
+                del seen[key]
 
     def clear(self) -> None:
         with self._lock:

@@ -319,7 +319,7 @@ class AzureDevOpsConnector(Connector):
             rows = [r for r in (rows.get("value") if isinstance(rows, dict) else rows) or [] if r]
             for raw in sorted(rows, key=lambda r: (r["fields"]["System.ChangedDate"], r["id"])):
                 changed = raw["fields"]["System.ChangedDate"]
-                if not _seen.fresh(self.account, str(raw["id"]), changed):
+                if not _seen.fresh(self.account, str(raw["id"]), changed, self.http):
                     continue
                 refs.append(self.ref(raw))
                 if not newest or common.parse_ts(changed) > common.parse_ts(newest):

@@ -512,7 +512,7 @@ class GitHubConnector(Connector):
             for issue in page:
                 if issue.get("pull_request"):
                     continue
-                if not _seen.fresh(self.account, str(issue["number"]), issue["updated_at"]):
+                if not _seen.fresh(self.account, str(issue["number"]), issue["updated_at"], self.http):
                     continue
                 refs.append(self.ref(issue))
                 newest = max(newest or "", issue["updated_at"])

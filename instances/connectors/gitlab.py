@@ -307,7 +307,7 @@ class GitLabConnector(Connector):
         refs: list[ItemRef] = []
         newest = cursor
         for issue in self._pages(self._p("issues"), params, action="list the issues updated recently"):
-            if not _seen.fresh(self.account, str(issue["iid"]), issue["updated_at"]):
+            if not _seen.fresh(self.account, str(issue["iid"]), issue["updated_at"], self.http):
                 continue
             refs.append(self.ref(issue))
             if not newest or common.parse_ts(issue["updated_at"]) > common.parse_ts(newest):

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC
 from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
@@ -112,6 +113,21 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     if when is None:
         return None
     return max(0.0, when.timestamp() - now)
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """An HTTP-date (a ``Date`` header) as epoch seconds, or None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:  # "-0000" or an obsolete form: HTTP-dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def rate_limit_wait(headers: Mapping[str, str], *, now: float) -> float | None:
@@ -230,6 +246,11 @@ class HttpClient:
         self.bucket = bucket_for(bucket_key or self.base_url, rate_per_s, clock=clock)
         self.requests_made = 0
         self.requests_by_method: Counter[str] = Counter()
+        # When the last response arrived: its ``Date`` header (the tracker's clock, epoch seconds; None when
+        # it had none or an unreadable one) and ``wall_clock()`` on arrival. Polls use them to tell whether
+        # a whole-second ``updated`` time could still change in the same second (``SeenWindow``).
+        self.last_response_date: float | None = None
+        self.last_response_at: float | None = None
 
     # --- helpers -----------------------------------------------------------------------------------------
     def url(self, path: str) -> str:
@@ -384,6 +405,8 @@ class HttpClient:
             status = response.status_code
             logger.info("%s %s -> %s (%.2f s)", method, shown, status, elapsed)
             now = self.wall_clock()
+            self.last_response_at = now
+            self.last_response_date = parse_http_date(response.headers.get("Date"))
             limit_wait = rate_limit_wait(response.headers, now=now)
             if limit_wait and 200 <= status < 300:
                 self.bucket.hold(limit_wait)  # spent: every client of this instance pauses until reset

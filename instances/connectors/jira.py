@@ -585,7 +585,7 @@ class JiraConnector(Connector):
             )
             for issue in page.get("issues") or []:
                 ref = self.ref(issue)
-                if not _seen.fresh(self.account, ref.id, ref.updated):
+                if not _seen.fresh(self.account, ref.id, ref.updated, self.http):
                     continue
                 refs.append(ref)
                 newest = max(newest or "", ref.updated)

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 from urllib.parse import quote
 
+from instances.connectors._common import SeenWindow
 from instances.connectors.base import Connector, ConnectorError, ItemRef, register
 from instances.connectors.http import HttpClient
 
@@ -46,7 +47,7 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 # Per-process memory shared by the connectors of one Redmine account (instances are created per call).
 _cache: dict[tuple[str, ...], tuple[float, Any]] = {}
-_seen: dict[str, dict[tuple[str, str], str]] = {}  # account → {(issue id, updated_on): updated_on}
+_seen = SeenWindow()  # per account: the (issue id, updated_on) pairs polls returned
 _lock = threading.Lock()
 
 
@@ -476,7 +477,10 @@ class RedmineConnector(Connector):
         """Issues updated at or after ``cursor`` minus an overlap window, oldest first, each change once.
 
         The window catches changes committed late; what was already returned in it (same id and
-        ``updated_on``) is skipped. The next cursor is the newest ``updated_on`` returned.
+        ``updated_on``) is skipped, unless the poll that returned it ran before that ``updated_on``'s
+        second had ended (``updated_on`` has whole seconds: a second edit in the same second keeps it):
+        then a later poll returns it again (``SeenWindow``). The next cursor is the newest ``updated_on``
+        returned.
         """
         params: dict[str, Any] = {
             "status_id": "*",
@@ -487,7 +491,6 @@ class RedmineConnector(Connector):
             params["project_id"] = self._settings()["project"]
         if cursor:
             params["updated_on"] = ">=" + _fmt(_ts(cursor) - OVERLAP)
-        seen = _seen.setdefault(self.account, {})
         refs: list[ItemRef] = []
         newest = cursor
         offset = 0
@@ -497,10 +500,8 @@ class RedmineConnector(Connector):
             )
             issues = page.get("issues", [])
             for issue in issues:
-                mark = (str(issue["id"]), issue["updated_on"])
-                if mark in seen:  # already returned by an earlier poll (the overlap window)
-                    continue
-                seen[mark] = issue["updated_on"]
+                if not _seen.fresh(self.account, str(issue["id"]), issue["updated_on"], self.http):
+                    continue  # already returned by an earlier poll (the overlap window), and settled
                 refs.append(self.ref(issue))
                 newest = max(newest or "", issue["updated_on"])
                 if len(refs) >= limit:
@@ -510,9 +511,7 @@ class RedmineConnector(Connector):
                 break
         if newest:
             # Forget what fell out of the window: it can't come back.
-            floor = _fmt(_ts(newest) - 2 * OVERLAP)
-            for mark in [m for m, updated in seen.items() if updated < floor]:
-                del seen[mark]
+            _seen.forget_before(self.account, _ts(newest) - 2 * OVERLAP)
         return refs, newest
 
     def metadata(self) -> dict[str, list[Any]]:

@@ -398,7 +398,7 @@ class SalesforceConnector(Connector):
         newest = cursor
         for rec in self.query(statement, action="query the records changed recently"):
             ref = self.ref(rec)
-            if not _seen.fresh(self.account, ref.id, ref.updated):
+            if not _seen.fresh(self.account, ref.id, ref.updated, self.http):
                 continue
             refs.append(ref)
             if not newest or common.parse_ts(ref.updated) > common.parse_ts(newest):

@@ -340,7 +340,7 @@ class ServiceNowConnector(Connector):
             self.table, query, fields="sys_id,number,sys_updated_on", limit=min(PAGE, limit * 2)
         ):
             updated = _sn_time(rec["sys_updated_on"])
-            if not _seen.fresh(self.account, rec["sys_id"], updated):
+            if not _seen.fresh(self.account, rec["sys_id"], updated, self.http):
                 continue
             refs.append(self.ref(rec))
             if not newest or common.parse_ts(updated) > common.parse_ts(newest):

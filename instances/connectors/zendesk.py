@@ -374,7 +374,7 @@ class ZendeskConnector(Connector):
             )
             for ticket in page.get("tickets", []):
                 if ticket.get("status") == "deleted" or not _seen.fresh(
-                    self.account, str(ticket["id"]), ticket["updated_at"]
+                    self.account, str(ticket["id"]), ticket["updated_at"], self.http
                 ):
                     continue
                 refs.append(self.ref(ticket))

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from instances.connectors import ConnectorError, get_connector
+from instances.connectors import ConnectorError, _common, get_connector
 from instances.connectors.redmine import RedmineConnector
 
 pytestmark = pytest.mark.services
@@ -199,6 +199,9 @@ def test_sha256_of_an_attachment_added_in_redmine(rm: RedmineConnector, redmine:
     assert rm.http.requests_by_method["GET"] == gets + 1  # remembered: no second download
 
 
+SETTLE = 1 + _common.SETTLE_MARGIN + _common.CLOCK_SKEW + 0.1  # seconds until a poll settles what it returns
+
+
 def test_search_updated_since_in_order_with_advancing_cursor(redmine_instance: Any, redmine: Any) -> None:
     # Its own project: other tests' issues would otherwise join the results.
     identifier = f"s-{uuid.uuid4().hex[:10]}"
@@ -215,6 +218,9 @@ def test_search_updated_since_in_order_with_advancing_cursor(redmine_instance: A
     a = rm.create_item({"summary": "a"})
     time.sleep(1.1)  # updated_on has second resolution
     b = rm.create_item({"summary": "b"})
+    # Poll once b's second is surely over (thin sends no Date: the node's clock less 3 s counts), else the
+    # next polls return b again (a same-second edit could follow a poll; SeenWindow).
+    time.sleep(SETTLE)
     refs, cursor = rm.search_updated_since(None)
     assert [r.id for r in refs] == [a.id, b.id] and cursor == b.updated
 
@@ -223,6 +229,7 @@ def test_search_updated_since_in_order_with_advancing_cursor(redmine_instance: A
 
     time.sleep(1.1)
     rm.update_item(a.id, {"summary": "a, changed"})
+    time.sleep(SETTLE)
     refs, newer = rm.search_updated_since(cursor)
     assert [r.id for r in refs] == [a.id] and newer is not None and newer > cursor
     assert refs[0].updated == newer
@@ -230,6 +237,7 @@ def test_search_updated_since_in_order_with_advancing_cursor(redmine_instance: A
     for i in range(3):  # paging: limit smaller than what changed
         rm.add_comment(b.id, body=f"c{i}")
     c = rm.create_item({"summary": "c"})
+    time.sleep(SETTLE)
     refs, last = rm.search_updated_since(newer, limit=1)
     assert len(refs) == 1
     rest, last = rm.search_updated_since(last, limit=10)

@@ -172,6 +172,7 @@ def test_attachments(sn, server):  # type: ignore[no-untyped-def]
 
 def test_polling_with_offset_pages_cursor_and_dedup(sn, server):  # type: ignore[no-untyped-def]
     ids = [sn.create_item({"summary": f"t{n}"}).id for n in range(5)]
+    server.clock.advance(5)  # polled after their second ended: a same-second edit cannot follow unseen
     refs, cursor = sn.search_updated_since(None, limit=2)
     assert [r.id for r in refs] == ids[:2]
     refs, cursor = sn.search_updated_since(cursor, limit=100)

@@ -197,6 +197,7 @@ def test_attachments_upload_token_stream_and_redact(zendesk, server):  # type: i
 def test_polling_export_cursor_and_dedup(zendesk, server):  # type: ignore[no-untyped-def]
     server.page_size = 2
     ids = [zendesk.create_item({"summary": f"t{n}"}).id for n in range(3)]
+    server.clock.advance(5)  # polled after their second ended: a same-second edit cannot follow unseen
     refs, cursor = zendesk.search_updated_since(None)
     assert [r.id for r in refs] == ids and "|" in cursor
     first = [c for c in server.calls if "incremental" in c.path]
