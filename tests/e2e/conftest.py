@@ -52,6 +52,7 @@ class Node:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
+        self.roles: dict[str, subprocess.Popen] = {}
         self.db_name = ""
         self.token = ""
         env = {
@@ -124,19 +125,30 @@ class Node:
         out = self.manage("shell", "-c", code)
         return json.loads(out.strip().splitlines()[-1])
 
-    def start(self) -> None:
+    ROLES = {
+        "web": ["runserver", "{port}", "--noreload"],
+        "worker": ["qcluster"],
+        "sweeper": ["node_sweeper", "--interval", "0.5"],
+    }
+
+    def _spawn(self, role: str) -> subprocess.Popen:
+        args = [a.replace("{port}", f"127.0.0.1:{self.port}") for a in self.ROLES[role]]
         log = open(self.var_dir / "processes.log", "ab")  # noqa: SIM115  (kept open for the children)
-        for args in (
-            ["runserver", f"127.0.0.1:{self.port}", "--noreload"],
-            ["qcluster"],
-            ["node_sweeper", "--interval", "0.5"],
-        ):
-            self.procs.append(
-                subprocess.Popen(
-                    [*MANAGE, *args], env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
-                )
-            )
-        deadline = time.monotonic() + 30
+        proc = subprocess.Popen(
+            [*MANAGE, *args], env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+        )
+        log.close()  # the child holds its own copy
+        self.roles[role] = proc
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        for role in self.ROLES:
+            self._spawn(role)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
@@ -149,7 +161,33 @@ class Node:
                         f"Node {self.name} exited early; see {self.var_dir / 'processes.log'}"
                     )
             time.sleep(0.1)
-        raise AssertionError(f"Node {self.name} did not answer /healthz within 30 s")
+        raise AssertionError(f"Node {self.name} did not answer /healthz within {timeout:.0f} s")
+
+    def kill_role(self, role: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to one process group of the node (``web``, ``worker`` or ``sweeper``) and reap it."""
+        proc = self.roles.pop(role, None)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        self.procs.remove(proc)
+
+    def start_role(self, role: str) -> None:
+        """(Re)start one process group of the node; for ``web``, wait until it answers."""
+        if role in self.roles and self.roles[role].poll() is None:
+            return
+        self.roles.pop(role, None)
+        self._spawn(role)
+        if role == "web":
+            self.wait_healthy()
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -170,6 +208,7 @@ class Node:
                     pass
                 proc.wait(timeout=5)
         self.procs = []
+        self.roles = {}
 
     # --- API ------------------------------------------------------------------------------------------------
 
@@ -205,8 +244,20 @@ print(json.dumps(dict(token=key, instance=inst.uid)))
 def node_factory(tmp_path_factory):  # type: ignore[no-untyped-def]
     nodes: list[Node] = []
 
-    def make(name: str, *, instance: str, key: str) -> Node:
+    def make(
+        name: str,
+        *,
+        instance: str,
+        key: str,
+        env: dict[str, str] | None = None,
+        pg_conn_max_age: int | None = None,
+    ) -> Node:
         node = Node(name, tmp_path_factory.mktemp(f"node-{name}"), index=len(nodes))
+        node.env.update(env or {})  # e.g. NODE_URL of a proxy in front of the node
+        if node.db_name and pg_conn_max_age is not None:
+            # runserver serves each request on a new thread, whose persistent connection lingers: a test
+            # that polls the API hard can exhaust PostgreSQL's max_connections unless this is 0.
+            node.env["DATABASE_URL"] += f"?conn_max_age={pg_conn_max_age}"
         nodes.append(node)
         node.create_database()
         node.manage("migrate", "--noinput", timeout=120)
