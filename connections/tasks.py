@@ -21,12 +21,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connections.models import Connection, OutboundMessage, SeenNonce
-from connections.transport import PeerError, PeerUnreachable, peer_request
+from connections.transport import CONNECT_TIMEOUT, READ_TIMEOUT, PeerError, PeerUnreachable, peer_request
 from exalate_node.tasks import enqueue
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=90)
+# One sender per connection: the lease outlives one request to the peer (connect + read timeouts) with a
+# margin, and is renewed after every batch. A worker killed while holding it stalls that connection's
+# delivery for at most this long (was 90 s; the fault-injection suite saw the stall).
+LEASE = timedelta(seconds=CONNECT_TIMEOUT + READ_TIMEOUT + 10)
 BATCH_MESSAGES = 100
 BATCH_BYTES = 5 * 1024 * 1024
 BACKOFF_BASE = 1.0

@@ -131,7 +131,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     DATABASES["default"].setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test-node.sqlite3")
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    # Persistent connections for the worker; runnode starts the web server (runserver: a thread per
+    # request, so a persistent connection would outlive its thread) with DB_CONN_MAX_AGE=0.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

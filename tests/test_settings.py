@@ -91,3 +91,55 @@ def test_secret_key_fallbacks_keep_old_sessions_valid(tmp_path):
 
     assert run(old) == "session"
     assert run("") == "refused"
+
+
+def test_the_web_process_of_runnode_keeps_no_persistent_postgres_connection(tmp_path):
+    """runserver serves each request on a new thread: with persistent connections they pile up on
+    PostgreSQL. DB_CONN_MAX_AGE (which runnode sets to 0 for the web process) controls it."""
+    code = "from django.conf import settings; print(settings.DATABASES['default']['CONN_MAX_AGE'])"
+    base = {k: v for k, v in os.environ.items() if k not in ("DB_CONN_MAX_AGE", "DJANGO_SETTINGS_MODULE")}
+    base.update(VAR_DIR=str(tmp_path), DEBUG="true", DATABASE_URL="postgres://u@127.0.0.1:5432/x")
+
+    def conn_max_age(**extra: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=ROOT,
+            env={**base, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    assert conn_max_age() == "60"
+    assert conn_max_age(DB_CONN_MAX_AGE="0") == "0"
+
+
+def test_runnode_starts_the_web_server_without_persistent_connections(monkeypatch):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from exalate_node.management.commands import runnode
+
+    started: dict[str, dict] = {}
+
+    class Exited:
+        returncode = 0
+
+        def __init__(self, args: list[str], env: dict | None = None) -> None:
+            started[args[2]] = env or dict(os.environ)
+
+        def poll(self) -> int:
+            return 0
+
+        def wait(self, timeout: float) -> int:
+            return 0
+
+    monkeypatch.delenv("DB_CONN_MAX_AGE", raising=False)
+    monkeypatch.setattr(runnode.subprocess, "Popen", Exited)
+    monkeypatch.setattr(runnode.signal, "signal", lambda *args: None)  # keep pytest's own handlers
+    call_command("runnode", stdout=StringIO(), stderr=StringIO())
+    assert started["runserver"]["DB_CONN_MAX_AGE"] == "0"
+    assert "DB_CONN_MAX_AGE" not in started["qcluster"]

@@ -134,8 +134,10 @@ class Node:
     def _spawn(self, role: str) -> subprocess.Popen:
         args = [a.replace("{port}", f"127.0.0.1:{self.port}") for a in self.ROLES[role]]
         log = open(self.var_dir / "processes.log", "ab")  # noqa: SIM115  (kept open for the children)
+        # As runnode does: the web server (a thread per request) keeps no persistent database connection.
+        env = {**self.env, "DB_CONN_MAX_AGE": "0"} if role == "web" else self.env
         proc = subprocess.Popen(
-            [*MANAGE, *args], env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+            [*MANAGE, *args], env=env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
         )
         log.close()  # the child holds its own copy
         self.roles[role] = proc

@@ -22,7 +22,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, addr: str, no_worker: bool, **options: Any) -> None:
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        procs = {"web": subprocess.Popen([*manage, "runserver", addr, "--noreload"])}
+        # runserver serves each request in a new thread: a persistent database connection would outlive its
+        # thread and pile up on PostgreSQL, so the web process closes its connections after each request.
+        web_env = {**os.environ, "DB_CONN_MAX_AGE": os.environ.get("DB_CONN_MAX_AGE", "0")}
+        procs = {"web": subprocess.Popen([*manage, "runserver", addr, "--noreload"], env=web_env)}
         if not no_worker:
             procs["worker"] = subprocess.Popen([*manage, "qcluster"])
             # Retries to peers and lost-task recovery every few seconds (django-q2 schedules tick per minute).
