@@ -23,7 +23,7 @@ from instances.connectors import ConnectorError, get_connector
 from replicas.models import BulkJob, Trigger, Twin
 
 CHUNK = 25
-SLICE_SECONDS = 2.0
+SLICE_SECONDS = 1.0
 STALE = timedelta(seconds=60)
 MAX_ITEMS = 100_000
 MAX_ERRORS_KEPT = 200
@@ -149,21 +149,24 @@ def run_bulk(job_id: int) -> None:
             return
         errors: list[dict[str, str]] = []
         twins: list[int] = []
-        for entry in chunk:
-            try:
-                twin_id = _do(job, entry)
-                if twin_id:
-                    twins.append(twin_id)
-            except (pipeline.OperationError, ConnectorError, ValueError) as exc:
-                errors.append(
-                    {"item": entry if isinstance(entry, str) else ",".join(entry), "error": str(exc)}
-                )
-        # The job does the sync work itself (lower priority than individual changes, which have their own
-        # tasks): the twins of this chunk, and what they nudge (the peer side of a local connection).
-        for twin_id in twins:
-            pipeline.run_worker_task(twin_id)
+        # One transaction for the chunk's events (each item's own writes are a savepoint inside it, so a
+        # failing item is rolled back alone): the work of a chunk becomes visible, and is done, at once.
         with transaction.atomic():
-            fresh = BulkJob.objects.select_for_update().get(pk=job_id)
+            for entry in chunk:
+                try:
+                    twin_id = _do(job, entry)
+                    if twin_id:
+                        twins.append(twin_id)
+                except (pipeline.OperationError, ConnectorError, ValueError) as exc:
+                    errors.append(
+                        {"item": entry if isinstance(entry, str) else ",".join(entry), "error": str(exc)}
+                    )
+        # The job does the sync work itself (lower priority than individual changes, which have their own
+        # tasks): the twins of this chunk, and what they nudge (the peer side of a local connection), in
+        # one pass that shares its per-task reads (rules, peer).
+        pipeline.run_twins(list(dict.fromkeys(twins)), connection_id=job.connection_id)
+        with transaction.atomic():
+            fresh = BulkJob.objects.select_for_update().defer("items").get(pk=job_id)
             fresh.position = position + len(chunk)
             fresh.errors = (fresh.errors + errors)[-MAX_ERRORS_KEPT:]
             fresh.heartbeat_at = timezone.now()

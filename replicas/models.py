@@ -59,6 +59,9 @@ class Twin(models.Model):
                 fields=["connection", "remote_id"], condition=~Q(remote_id=""), name="twin_remote_unique"
             ),
         ]
+        # Incoming events find their twin by (connection, remote id). SQLite cannot use the partial unique
+        # index above for that lookup (it scanned every twin of the connection: quadratic in a backfill).
+        indexes = [models.Index(fields=["connection", "remote_id"], name="twin_remote_lookup")]
 
     def __str__(self) -> str:
         return f"{self.local_key or '?'} ⇄ {self.remote_key or '?'} on {self.connection}"
