@@ -39,6 +39,11 @@ class Twin(models.Model):
     local_replica = models.JSONField(null=True, blank=True)
     remote_replica = models.JSONField(null=True, blank=True)
     prev_remote_replica = models.JSONField(null=True, blank=True)
+    # Conflicts compare when each side's values were last edited by a person, not the item's ``updated``
+    # (which this node's own applies move too): the item's ``updated`` right after our last apply, and the
+    # time of the last edit here by a person as of that apply ("" when there was none).
+    sync_written_updated = models.CharField(max_length=64, blank=True, default="")
+    person_updated = models.CharField(max_length=64, blank=True, default="")
     sent_seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the last event sent.")
     applied_seq = models.PositiveIntegerField(
         default=0, help_text="Sequence number of the last event applied."

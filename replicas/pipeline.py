@@ -25,10 +25,10 @@ import tempfile
 import time
 import traceback
 import uuid
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from contextvars import ContextVar
 from datetime import datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -663,6 +663,9 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
     connector = get_connector(conn.local_instance, actor=actor_for(conn))
     item = connector.get_item(twin.local_id)
     hub, result = build_outgoing(conn, item, rules)
+    if hub.get("updated") == item.get("updated"):
+        # The time of the last edit by a person here, so the receiver settles conflicts on the same times.
+        hub["updated"] = person_time(twin, item.get("updated")) or item.get("updated")
     if not twin.remote_id and twin.remote_key:
         # Connect: the receiver links this item to its existing one instead of creating an item.
         hub["eventTriggerContext"] = {**(hub.get("eventTriggerContext") or {}), "connectTo": twin.remote_key}
@@ -751,6 +754,15 @@ def incoming_previous(payload: dict[str, Any], stored: dict[str, Any] | None) ->
     return stored or {}
 
 
+def person_time(twin: Twin, item_updated: str | None) -> str | None:
+    """When the item's values were last edited by a person (not by this node applying the other side's
+    changes): its ``updated``, unless that is the time of our own last apply; then the person's time
+    recorded at that apply (None when nobody edited it here)."""
+    if item_updated and twin.sync_written_updated and item_updated == twin.sync_written_updated:
+        return twin.person_updated or None
+    return item_updated
+
+
 def resolve_conflicts(
     hub: dict[str, Any], previous: dict[str, Any], ours: dict[str, Any], *, local_wins_ties: bool
 ) -> tuple[dict[str, Any], list[str]]:
@@ -758,8 +770,9 @@ def resolve_conflicts(
 
     A conflict on field F: the sender changed F (its replica differs from its baseline) while our current
     value differs from both that baseline and the sender's new value. When ours is later, F is marked
-    unchanged in ``previous`` so the incoming rules keep it; both nodes compare the same two timestamps,
-    so they agree on the winner.
+    unchanged in ``previous`` so the incoming rules keep it. Both times are person-edit times
+    (``person_time``: the sender's replica carries its own), so both nodes compare the same two times and
+    agree on the winner even after one of them applied some of the other's changes in between.
     """
     remote_time, local_time = _parse_time(hub.get("updated")), _parse_time(ours.get("updated"))
     if not previous or remote_time is None or local_time is None:
@@ -804,15 +817,16 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             twin.local_id, twin.local_key, twin.local_url = ref.id, ref.key, ref.url[:500]
             first_sync = False
     if first_sync:
-        before, previous, lost, ours = _blank_item(), {}, [], None
+        before, previous, lost, ours, ours_edited = _blank_item(), {}, [], None, None
     else:
         current = connector.get_item(twin.local_id)
         ours, _ = build_outgoing(conn, current, rules)
         before = _annotate(current, twin)
+        ours_edited = person_time(twin, current.get("updated"))
         previous, lost = resolve_conflicts(
             hub,
             incoming_previous(payload, twin.remote_replica),
-            ours,
+            {**ours, "updated": ours_edited},
             local_wins_ties=conn.local_instance.uid
             > (conn.remote_instance.uid if conn.remote_instance else ""),
         )
@@ -829,7 +843,13 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
     # On the built-in tracker every write shares one transaction with the twin's bookkeeping: all or nothing.
     atomic = transaction.atomic() if conn.local_instance.tracker_type == "builtin" else nullcontext()
     created = False
-    with atomic:
+    downloads = ExitStack()  # attachments to add, downloaded before the transaction (see _fetch_attachments)
+    try:
+        fetched = _fetch_attachments(twin, before, after, transport, downloads, remote_item_id=hub["id"])
+    except BaseException:
+        downloads.close()
+        raise
+    with downloads, atomic:
         if first_sync:
             fields = {
                 k: after.get(k) for k in (*ITEM_FIELDS, "project") if after.get(k) not in (None, "", [], {})
@@ -848,7 +868,7 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             if changes:
                 connector.update_item(twin.local_id, changes)
         _apply_comments(connector, twin, before, after, created=created)
-        _apply_attachments(connector, twin, before, after, transport, remote_item_id=hub["id"])
+        _apply_attachments(connector, twin, before, after, fetched)
         flush = getattr(connector, "flush", None)
         if callable(flush):
             flush()  # connectors that coalesce writes (Zendesk's per-ticket limit) write them now
@@ -861,9 +881,12 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             twin.applied_seq = max(twin.applied_seq, head.seq)
             twin.last_synced_at = timezone.now()
             twin.unexalated_at = None
+            applied = connector.get_item(twin.local_id)
+            twin.sync_written_updated = str(applied.get("updated") or "")[:64]
+            twin.person_updated = str(ours_edited or "")[:64]
             if not result.sync_back:
                 # No echo: what the apply changed is what the other side already has.
-                now, _ = build_outgoing(conn, connector.get_item(twin.local_id), rules)
+                now, _ = build_outgoing(conn, applied, rules)
                 twin.local_replica = echo_replica(twin.local_replica, ours, now)
             twin.state = Twin.State.SYNCHRONIZED
             twin.save()
@@ -918,16 +941,56 @@ def _apply_comments(
         twin.links.filter(kind=EntityLink.Kind.COMMENT, local_id=cid).delete()
 
 
-def _apply_attachments(
-    connector: Any,
+def _fetch_attachments(
     twin: Twin,
     before: dict[str, Any],
     after: dict[str, Any],
     transport: Any,
+    stack: ExitStack,
     *,
     remote_item_id: str,
-) -> None:
+) -> dict[str, IO[bytes]]:
+    """Download the attachments the apply will add, before its transaction: on SQLite that transaction
+    holds the database's write lock, and two nodes downloading from each other inside theirs would wait on
+    each other (each peer's attachment endpoint records the request's nonce). Checked against the size
+    limit and the replica's SHA-256; the files stay open until ``stack`` closes."""
+    old = {a["id"] for a in before.get("attachments") or [] if a.get("id")}
+    fetched: dict[str, IO[bytes]] = {}
+    for att in after.get("attachments") or []:
+        remote_id = att.get("remoteId")
+        if (att.get("id") and att["id"] in old) or not remote_id or remote_id in fetched:
+            continue
+        if twin.links.filter(kind=EntityLink.Kind.ATTACHMENT, remote_id=remote_id).exists():
+            continue
+        buffer = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=1024 * 1024))
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in transport.fetch_attachment(twin.connection, remote_item_id, remote_id):
+            size += len(chunk)
+            if size > settings.ATTACHMENT_MAX_BYTES:
+                raise ConnectorError(
+                    f"Attachment '{att.get('filename')}' is larger than ATTACHMENT_MAX_BYTES "
+                    f"({settings.ATTACHMENT_MAX_BYTES} bytes) on this node. Raise the limit or remove "
+                    "the file.",
+                )
+            digest.update(chunk)
+            buffer.write(chunk)
+        expected = att.get("sha256")
+        if expected and digest.hexdigest() != expected:
+            raise ConnectorError(
+                f"Attachment '{att.get('filename')}' arrived corrupted (SHA-256 mismatch); it will be "
+                "fetched again.",
+                retryable=True,
+            )
+        buffer.seek(0)
+        fetched[remote_id] = buffer
+    return fetched
 
+
+def _apply_attachments(
+    connector: Any, twin: Twin, before: dict[str, Any], after: dict[str, Any], fetched: dict[str, IO[bytes]]
+) -> None:
+    """Add what ``_fetch_attachments`` downloaded, delete what the incoming side removed."""
     old = {a["id"]: a for a in before.get("attachments") or [] if a.get("id")}
     kept = set()
     for att in after.get("attachments") or []:
@@ -936,35 +999,15 @@ def _apply_attachments(
             kept.add(aid)
             continue
         remote_id = att.get("remoteId")
-        if not remote_id or twin.links.filter(kind=EntityLink.Kind.ATTACHMENT, remote_id=remote_id).exists():
-            continue
-        digest = hashlib.sha256()
-        size = 0
-        with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as buffer:
-            for chunk in transport.fetch_attachment(twin.connection, remote_item_id, remote_id):
-                size += len(chunk)
-                if size > settings.ATTACHMENT_MAX_BYTES:
-                    raise ConnectorError(
-                        f"Attachment '{att.get('filename')}' is larger than ATTACHMENT_MAX_BYTES "
-                        f"({settings.ATTACHMENT_MAX_BYTES} bytes) on this node. Raise the limit or remove "
-                        "the file.",
-                    )
-                digest.update(chunk)
-                buffer.write(chunk)
-            expected = att.get("sha256")
-            if expected and digest.hexdigest() != expected:
-                raise ConnectorError(
-                    f"Attachment '{att.get('filename')}' arrived corrupted (SHA-256 mismatch); it will be "
-                    "fetched again.",
-                    retryable=True,
-                )
-            buffer.seek(0)
-            new_id = connector.add_attachment(
-                twin.local_id,
-                filename=att.get("filename") or "attachment",
-                mime_type=att.get("mimeType") or "",
-                content=buffer,
-            )
+        buffer = fetched.pop(remote_id, None) if remote_id else None
+        if buffer is None:
+            continue  # no remote id, or already added by an earlier (interrupted) run
+        new_id = connector.add_attachment(
+            twin.local_id,
+            filename=att.get("filename") or "attachment",
+            mime_type=att.get("mimeType") or "",
+            content=buffer,
+        )
         with transaction.atomic(savepoint=False):  # nothing here catches its failure
             EntityLink.objects.create(
                 twin=twin, kind=EntityLink.Kind.ATTACHMENT, local_id=new_id, remote_id=remote_id

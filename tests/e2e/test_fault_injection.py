@@ -513,13 +513,6 @@ class Diverged(AssertionError):
     """The two sides settled on different values."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Diverged,
-    reason="Bug: resolve_conflicts (replicas/pipeline.py) compares the sender's `updated` with the local "
-    "item's current `updated`, which the node's own apply of an earlier incoming event has just bumped; "
-    "the receiver then keeps its older edit while the sender keeps its newer one: the sides diverge.",
-)
 def test_a_concurrent_edit_of_one_field_converges_on_the_later_edit(pair, proxies) -> None:
     """A sets priority High; then B edits the description and sets priority Lowest (two events), while the
     network between the nodes fails (500). B -> A heals first: A applies the description, then the priority;
