@@ -149,32 +149,7 @@ def authenticate(request: HttpRequest, body: bytes) -> Signed:
             "This node has no connection with that id. It was deleted here, or the request went to the "
             "wrong node; re-establish the connection with a new invitation.",
         )
-    key = bytes.fromhex(conn.key)
-    try:
-        signed = signing.verify_request(
-            key=key,
-            headers=request.headers,
-            method=request.method or "",
-            path=request.get_full_path(),
-            body=body,
-        )
-    except signing.SignatureError as exc:
-        # Just after a key rotation the peer may still sign with the previous key (a message in flight,
-        # or it has not received the new key yet): it stays valid until ``previous_key_until``.
-        previous = _previous_key(conn) if exc.reason == "bad_signature" else None
-        if previous is None:
-            raise NodeRequestError(401, exc.reason, exc.message)
-        try:
-            signed = signing.verify_request(
-                key=previous,
-                headers=request.headers,
-                method=request.method or "",
-                path=request.get_full_path(),
-                body=body,
-            )
-        except signing.SignatureError:
-            raise NodeRequestError(401, exc.reason, exc.message)
-        key = previous
+    signed, key = _verify(conn, request, body)
     if random.random() < 0.01:  # noqa: S311  (now and then, in case no sweeper runs)
         from connections.tasks import prune_nonces
 
@@ -187,6 +162,30 @@ def authenticate(request: HttpRequest, body: bytes) -> Signed:
             401, "replayed", "This request was already received (its nonce was used). Send a new request."
         )
     return Signed(conn, key, signed.nonce, body)
+
+
+def _verify(conn: Connection, request: HttpRequest, body: bytes) -> tuple[signing.SignedRequest, bytes]:
+    """Check the signature with the connection key, then, just after a key rotation, with the previous key
+    (a message in flight, or the peer has not received the new key yet; valid until previous_key_until).
+    Returns the claims and the key that verified them (the response is signed with the same key)."""
+    previous = _previous_key(conn)
+    error: signing.SignatureError | None = None
+    for key in [bytes.fromhex(conn.key), *([previous] if previous else [])]:
+        try:
+            signed = signing.verify_request(
+                key=key,
+                headers=request.headers,
+                method=request.method or "",
+                path=request.get_full_path(),
+                body=body,
+            )
+            return signed, key
+        except signing.SignatureError as exc:
+            error = error or exc
+            if exc.reason != "bad_signature":
+                break  # malformed or stale: another key would not help
+    assert error is not None
+    raise NodeRequestError(401, error.reason, error.message)
 
 
 def _previous_key(conn: Connection) -> bytes | None:

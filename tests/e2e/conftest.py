@@ -23,6 +23,22 @@ ROOT = Path(__file__).resolve().parents[2]
 MANAGE = [sys.executable, str(ROOT / "manage.py")]
 
 
+def wait_for(what: str, check: Any, timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something truthy; errors count as "not yet" (a node restarting
+    refuses connections for a moment). Fails with the last value or error after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

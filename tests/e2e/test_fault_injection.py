@@ -40,6 +40,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import Node
+from tests.e2e.conftest import wait_for as _wait_for
 from tests.e2e.faults import FaultProxy, MediaOutage
 
 pytestmark = pytest.mark.e2e
@@ -99,17 +100,7 @@ print(json.dumps(dict(
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # a node restarting refuses connections for a moment
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"Timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    return _wait_for(what, check, timeout=timeout, interval=0.3)
 
 
 API_LATENCY: list[float] = []

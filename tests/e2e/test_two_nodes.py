@@ -5,27 +5,13 @@ one node goes down, changes queue on the other, and arrive in order when it is b
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import wait_for
+
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # a node restarting refuses connections for a moment
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"Timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def only(items: list[dict[str, Any]]) -> dict[str, Any] | None:
