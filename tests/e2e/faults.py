@@ -45,8 +45,9 @@ class FaultProxy:
 
     KINDS = ("http_429", "http_500", "slow", "drop_before", "drop_after")
 
-    def __init__(self, name: str, rng: random.Random) -> None:
+    def __init__(self, name: str, rng: random.Random, *, fault_prefix: str = "/node/") -> None:
         self.name = name
+        self.fault_prefix = fault_prefix  # only requests under this path get faults
         self.rng = rng
         self.lock = threading.Lock()
         self.upstream = ""
@@ -109,7 +110,7 @@ class FaultProxy:
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
-        kind = self._pick() if h.path.startswith("/node/") else None
+        kind = self._pick() if h.path.startswith(self.fault_prefix) else None
         if kind == "http_429":
             throttled = {"detail": "Too many requests (injected)", "code": "throttled"}
             return self._reply(h, 429, throttled, Retry_After="1")

@@ -1,0 +1,194 @@
+"""Tracker faults through the connector HTTP seam: a real node (web + worker + sweeper) syncs a built-in
+tracker project with a real Redmine 5.0 project, but every request of the node to Redmine crosses a
+``FaultProxy`` that answers a share of them with 429 + ``Retry-After``, 500, a slow answer or a dropped
+connection, while the worker is SIGKILLed now and then. Edits are made on both sides (the built-in side
+writes summaries and comments, a Redmine user writes descriptions and notes). At the end both sides must
+hold every last value and every comment exactly once.
+
+Faults are injected before Redmine sees the request ("drop after forwarding" is left out): a tracker
+write whose answer is lost is not guarded against a duplicate on external trackers yet (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.connectors.conftest import redmine, redmine_project  # noqa: F401, F811  (fixtures)
+from tests.e2e.conftest import wait_for
+from tests.e2e.faults import FaultProxy
+
+pytestmark = pytest.mark.e2e
+
+SETUP = """
+import json
+from connections.services import connection_create_local
+from instances.models import Instance
+rm = Instance.objects.create(
+    name="Redmine", tracker_type="redmine", url=PROXY, credentials=json.dumps({"api_key": KEY}),
+    settings={"project": PROJECT, "poll_interval_s": 1},
+)
+sup = Instance.objects.get(name="Support")
+a, b = connection_create_local(name="Support ⇄ Redmine", instance_a=sup, instance_b=rm)
+print(json.dumps(a.pk))
+"""
+
+
+def _redmine_user(server: Any, project: dict[str, Any]) -> str:
+    login = f"human{uuid.uuid4().hex[:6]}"
+    user = server.call(
+        "POST",
+        "users.json",
+        json={
+            "user": {
+                "login": login,
+                "firstname": "Hu",
+                "lastname": "Man",
+                "mail": f"{login}@example.com",
+                "password": "a-long-password-1",
+            }
+        },
+    ).json()["user"]
+    server.call(
+        "POST",
+        f"projects/{project['identifier']}/memberships.json",
+        json={"membership": {"user_id": user["id"], "role_ids": [3]}},
+    )
+    return login
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="Intermittent lost edit, open in issue #12: in 1 of 2 runs a Redmine description edit made "
+    "while tracker faults delayed the Redmine side's outgoing event never reached the built-in side. The "
+    "event carried the new value but its baseline did not list the field (the Redmine twin's local replica "
+    "already had it), so the incoming rules saw no change. Comments, summaries and the other items "
+    "converged; nothing was duplicated.",
+)
+def test_tracker_faults_lose_and_duplicate_nothing(node_factory, redmine, redmine_project, capsys):  # noqa: F811
+    seed = int(os.environ.get("FAULT_SEED") or random.randrange(1_000_000))
+    rng = random.Random(seed)
+    print(f"tracker fault seed: {seed} (FAULT_SEED={seed} to reproduce)")
+    proxy = FaultProxy("redmine", rng, fault_prefix="/")
+    proxy.upstream = redmine.url
+    proxy.kinds = ("http_429", "http_500", "slow", "drop_before")
+    node = node_factory("tf", instance="Support", key="SUP")
+    human = _redmine_user(redmine, redmine_project)
+    started = time.monotonic()
+    try:
+        setup = SETUP.replace("PROXY", repr(proxy.url)).replace("KEY", repr(redmine.api_key))
+        connection = node.shell(setup.replace("PROJECT", repr(redmine_project["identifier"])))
+
+        # Four items exalated from the built-in side; find their Redmine twins.
+        keys = []
+        for i in range(4):
+            created = node.api("POST", "/tracker/issues/", json={"project": "SUP", "summary": f"item {i}"})
+            assert created.status_code == 201, created.text
+            keys.append(created.json()["key"])
+            exalated = node.api("POST", f"/connections/{connection}/exalate/", json={"key": keys[-1]})
+            assert exalated.status_code in (200, 201, 202), exalated.text
+
+        def redmine_issues() -> dict[str, dict[str, Any]]:
+            found = redmine.call(
+                "GET",
+                "issues.json",
+                params={"project_id": redmine_project["identifier"], "status_id": "*", "limit": 100},
+            ).json()["issues"]
+            return {issue["subject"]: issue for issue in found}
+
+        twins = wait_for("the items in Redmine", lambda: len(redmine_issues()) == 4 and redmine_issues(), 90)
+        rm_id = {key: twins[f"item {i}"]["id"] for i, key in enumerate(keys)}
+
+        summary: dict[str, str] = {}
+        description: dict[str, str] = {}
+        comments: dict[str, list[str]] = {key: [] for key in keys}
+        edits: Counter[str] = Counter()
+        kills = 0
+        for step in range(40):
+            if step % 8 == 0:
+                proxy.rate = 0.5 if proxy.rate == 0 else 0.0
+            if step in (13, 29):
+                node.kill_role("worker", signal.SIGKILL)
+                kills += 1
+                time.sleep(rng.uniform(0.5, 2))
+                node.start_role("worker")
+            key = rng.choice(keys)
+            what = rng.choice(["summary", "description", "local comment", "redmine note"])
+            text = f"{what} {step} {uuid.uuid4().hex[:4]}"
+            if what == "summary":
+                answer = node.api("PATCH", f"/tracker/issues/{key}/", json={"summary": text})
+                assert answer.status_code == 200, answer.text
+                summary[key] = text
+            elif what == "local comment":
+                answer = node.api("POST", f"/tracker/issues/{key}/comments/", json={"body": text})
+                assert answer.status_code == 201, answer.text
+                comments[key].append(text)
+            elif what == "description":
+                change = {"issue": {"description": text}}
+                redmine.call("PUT", f"issues/{rm_id[key]}.json", switch_user=human, json=change)
+                description[key] = text
+            else:
+                redmine.call(
+                    "PUT", f"issues/{rm_id[key]}.json", switch_user=human, json={"issue": {"notes": text}}
+                )
+                comments[key].append(text)
+            edits[what] += 1
+            time.sleep(rng.uniform(0.1, 0.6))
+        proxy.rate = 0.0
+
+        def local(key: str) -> dict[str, Any]:
+            issue = node.api("GET", f"/tracker/issues/{key}/").json()
+            notes = node.api("GET", f"/tracker/issues/{key}/comments/").json()
+            notes = notes.get("results", []) if isinstance(notes, dict) else notes
+            issue["comment_bodies"] = [c["body"] for c in notes]
+            return issue
+
+        def remote(key: str) -> dict[str, Any]:
+            issue = redmine.call("GET", f"issues/{rm_id[key]}.json", params={"include": "journals"}).json()
+            issue = issue["issue"]
+            issue["comment_bodies"] = [j["notes"] for j in issue.get("journals", []) if j.get("notes")]
+            return issue
+
+        def converged() -> bool:
+            for key in keys:
+                mine, theirs = local(key), remote(key)
+                if key in summary and not (mine["summary"] == theirs["subject"] == summary[key]):
+                    return False
+                if key in description and not (
+                    (mine.get("description") or "") == (theirs.get("description") or "") == description[key]
+                ):
+                    return False
+                for side in (mine, theirs):
+                    if sorted(side["comment_bodies"]) != sorted(comments[key]):
+                        return False
+            return True
+
+        try:
+            wait_for("both sides to hold every edit", converged, timeout=180, interval=1.0)
+        except AssertionError:
+            details = {key: {"local": local(key), "redmine": remote(key)} for key in keys}
+            expected = [summary, description, comments]
+            seen = json.dumps({"expected": expected, "seen": details}, default=str)
+            raise AssertionError(f"Not converged:\n{seen[:6000]}")
+        # Exactly once: the convergence check compares sorted lists, so a duplicate would have failed it.
+    finally:
+        proxy.close()
+    report = {
+        "seed": seed,
+        "edits": dict(edits),
+        "tracker_faults": dict(proxy.counts),
+        "requests_forwarded": proxy.forwarded,
+        "worker_kills": kills,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    with capsys.disabled():
+        print(f"\ntracker fault summary: {json.dumps(report)}", flush=True)
+    assert sum(proxy.counts.values()) > 0, "no fault was injected: the test proved nothing"
