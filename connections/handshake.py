@@ -16,7 +16,6 @@ message says what went wrong and what to do, and leaves both sides as they were.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import uuid
@@ -141,12 +140,9 @@ def invitation_revoke(*, invitation: Invitation) -> None:
 
 def _b64_key(value: Any, name: str) -> bytes:
     try:
-        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise HandshakeError("bad_request", f"'{name}' must be a base64 X25519 public key (32 bytes).")
-    return raw
+        return signing.decode_public_key(value, name)
+    except ValueError as exc:
+        raise HandshakeError("bad_request", str(exc))
 
 
 def _text(data: Any, name: str, *, required: bool = True, limit: int = _TEXT_LIMIT) -> str:

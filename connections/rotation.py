@@ -50,16 +50,6 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def _pub(value: Any, name: str) -> bytes:
-    try:
-        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise ValueError(f"'{name}' must be a base64 X25519 public key (32 bytes).")
-    return raw
-
-
 def _rotation_id(value: Any) -> str:
     try:
         return str(uuid.UUID(str(value)))
@@ -120,7 +110,7 @@ def _rotate(connection: Connection) -> Connection:
     except PeerError as exc:
         raise RotationError(f"The other node refused the rotation: {exc.detail} Nothing changed here.")
     try:
-        peer_pub = _pub(answer.body.get("pub"), "pub")
+        peer_pub = signing.decode_public_key(answer.body.get("pub"), "pub")
         transcript = signing.rotation_transcript(
             initiator_connection=str(connection.uid),
             rotation=rotation,
@@ -163,7 +153,7 @@ def answer_rotation(connection: Connection, verified_with: bytes, data: Any) -> 
     if not isinstance(data, dict):
         raise ValueError("The body must be a JSON object with 'rotation' and 'pub'.")
     rotation = _rotation_id(data.get("rotation"))
-    peer_pub = _pub(data.get("pub"), "pub")
+    peer_pub = signing.decode_public_key(data.get("pub"), "pub")
     started = connection.rotation_started_at
     if started and started > timezone.now() - IN_FLIGHT:
         raise RotationConflict(

@@ -25,6 +25,8 @@ signature of one kind from being replayed as another.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -200,6 +202,17 @@ def fingerprint(key: bytes) -> str:
     rotation, so two admins can compare them."""
     digest = hashlib.sha256(b"exalate-node/key-fingerprint/v1" + key).hexdigest()
     return f"{digest[:4]}-{digest[4:8]}"
+
+
+def decode_public_key(value: Any, name: str) -> bytes:
+    """A base64 X25519 public key from a request body; ``ValueError`` (naming the field) otherwise."""
+    try:
+        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"'{name}' must be a base64 X25519 public key (32 bytes).")
+    return raw
 
 
 def _check_pub(pub: Any, name: str) -> None:
