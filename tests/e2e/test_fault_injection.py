@@ -331,8 +331,11 @@ def edit(chaos: Chaos, items: list[Item], n: int, *, on: str = "", op: str = "")
             "priority": rng.choice(PRIORITIES),
             "status": rng.choice(STATUSES),
         }[op]
-        ok(api(node, "PATCH", f"/tracker/issues/{key}/", json={op: value}))
-        item.last.setdefault(name, {})[op] = value
+        stored = ok(api(node, "PATCH", f"/tracker/issues/{key}/", json={op: value}))[op]
+        # The API trims surrounding whitespace (a description ending in "\n" is stored without it): what
+        # must reach the other side is what the node stored.
+        assert stored == value.strip(), (op, value, stored)
+        item.last.setdefault(name, {})[op] = stored
     chaos.edits[op] += 1
 
 
