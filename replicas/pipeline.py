@@ -716,6 +716,47 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
 # --- incoming -----------------------------------------------------------------------------------------------
 
 
+class Written:
+    """What one apply wrote to the local item: fields, and the ids of the comments and attachments it
+    created or edited, and of those it deleted."""
+
+    def __init__(self) -> None:
+        self.fields: set[str] = set()
+        self.entries: dict[str, set[str]] = {key: set() for key in LISTS_BY_ID}
+        self.removed: dict[str, set[str]] = {key: set() for key in LISTS_BY_ID}
+
+    def view(self, before: dict[str, Any], applied: dict[str, Any]) -> dict[str, Any]:
+        """The item as the apply left it, seen only through what the apply wrote: ``applied`` (read back
+        from the tracker, so its own formatting counts) for those fields and entries, ``before`` for
+        everything else. Whatever else differs between the two reads is a person's edit made while the
+        apply ran, and must stay a change to send."""
+        seen = dict(applied)
+        for field in ITEM_FIELDS:
+            if field in self.fields:
+                continue
+            if field in before:
+                seen[field] = before[field]
+            else:
+                seen.pop(field, None)
+        for key in LISTS_BY_ID:
+            old = {str(e.get("id")): e for e in before.get(key) or [] if isinstance(e, dict)}
+            written, removed = self.entries[key], self.removed[key]
+            entries, listed = [], set()
+            for entry in applied.get(key) or []:
+                eid = str(entry.get("id")) if isinstance(entry, dict) else None
+                if eid in written:
+                    entries.append(entry)
+                elif eid in old:
+                    entries.append(old[eid])  # as it was: a person may have edited it meanwhile
+                else:
+                    continue  # added by a person meanwhile
+                listed.add(eid)
+            # Gone from the re-read but not deleted by the apply: a person deleted it meanwhile.
+            entries += [e for eid, e in old.items() if eid not in listed and eid not in removed]
+            seen[key] = entries
+        return seen
+
+
 def _blank_item() -> dict[str, Any]:
     return {"labels": [], "comments": [], "attachments": [], "customFields": {}}
 
@@ -818,9 +859,11 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             first_sync = False
     if first_sync:
         before, previous, lost, ours, ours_edited = _blank_item(), {}, [], None, None
+        unannotated = None
     else:
         current = connector.get_item(twin.local_id)
         ours, _ = build_outgoing(conn, current, rules)
+        unannotated = copy.deepcopy(current)
         before = _annotate(current, twin)
         ours_edited = person_time(twin, current.get("updated"))
         previous, lost = resolve_conflicts(
@@ -839,22 +882,38 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
         context=script_context(conn),
     )
     after = result.issue or {}
+    create_fields = {
+        k: after.get(k) for k in (*ITEM_FIELDS, "project") if after.get(k) not in (None, "", [], {})
+    }
 
     # On the built-in tracker every write shares one transaction with the twin's bookkeeping: all or nothing.
-    atomic = transaction.atomic() if conn.local_instance.tracker_type == "builtin" else nullcontext()
+    builtin = conn.local_instance.tracker_type == "builtin"
+    atomic = transaction.atomic() if builtin else nullcontext()
+    # Elsewhere an earlier attempt of this event may have written without hearing back (its answer was
+    # lost, or its worker died waiting): this attempt adopts what it finds written instead of repeating it.
+    retrying = not builtin and (head.attempts > 0 or SyncError.objects.filter(event_id=head.pk).exists())
+    if first_sync and retrying:
+        earlier = _created_earlier(connector, twin, create_fields, since=head.created_at - CREATE_CLOCK_SKEW)
+        if earlier is not None:
+            twin.local_id, twin.local_key, twin.local_url = earlier.id, earlier.key, earlier.url[:500]
+            Twin.objects.filter(pk=twin.pk).update(
+                local_id=earlier.id, local_key=earlier.key, local_url=twin.local_url
+            )
+            logger.info("Adopted %s, created by an earlier attempt of %s", earlier.key, head.trace_id)
+            return _process_incoming(twin, head)  # now an update of that item
     created = False
+    wrote = Written()
     downloads = ExitStack()  # attachments to add, downloaded before the transaction (see _fetch_attachments)
     try:
-        fetched = _fetch_attachments(twin, before, after, transport, downloads, remote_item_id=hub["id"])
+        fetched = _fetch_attachments(
+            twin, before, after, transport, downloads, remote_item_id=hub["id"], adopt=retrying, wrote=wrote
+        )
     except BaseException:
         downloads.close()
         raise
     with downloads, atomic:
         if first_sync:
-            fields = {
-                k: after.get(k) for k in (*ITEM_FIELDS, "project") if after.get(k) not in (None, "", [], {})
-            }
-            ref = connector.create_item(fields)
+            ref = connector.create_item(create_fields)
             twin.local_id, twin.local_key, twin.local_url = ref.id, ref.key, ref.url[:500]
             # Record the created item at once: a retry after a crash updates it instead of creating another.
             Twin.objects.filter(pk=twin.pk).update(
@@ -867,8 +926,9 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             changes = {k: after.get(k) for k in ITEM_FIELDS if k in after and after.get(k) != before.get(k)}
             if changes:
                 connector.update_item(twin.local_id, changes)
-        _apply_comments(connector, twin, before, after, created=created)
-        _apply_attachments(connector, twin, before, after, fetched)
+                wrote.fields.update(changes)
+        _apply_comments(connector, twin, before, after, wrote, created=created, adopt=retrying)
+        _apply_attachments(connector, twin, before, after, fetched, wrote)
         flush = getattr(connector, "flush", None)
         if callable(flush):
             flush()  # connectors that coalesce writes (Zendesk's per-ticket limit) write them now
@@ -885,8 +945,10 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             twin.sync_written_updated = str(applied.get("updated") or "")[:64]
             twin.person_updated = str(ours_edited or "")[:64]
             if not result.sync_back:
-                # No echo: what the apply changed is what the other side already has.
-                now, _ = build_outgoing(conn, applied, rules)
+                # No echo: what the apply changed is what the other side already has. Only what it wrote:
+                # a person's edit that landed between the two reads is still a change to send.
+                seen = applied if unannotated is None else wrote.view(unannotated, applied)
+                now, _ = build_outgoing(conn, seen, rules)
                 twin.local_replica = echo_replica(twin.local_replica, ours, now)
             twin.state = Twin.State.SYNCHRONIZED
             twin.save()
@@ -905,11 +967,77 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
         unexalate(twin=twin)
 
 
-def _apply_comments(
-    connector: Any, twin: Twin, before: dict[str, Any], after: dict[str, Any], *, created: bool = False
+# How far the tracker's clock may lag ours when looking for an item an earlier attempt created.
+CREATE_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _created_earlier(connector: Any, twin: Twin, fields: dict[str, Any], *, since: datetime) -> Any:
+    """The item an earlier attempt of this create made without hearing back, or None: the newest item
+    the tracker says this node created since then with the same summary that no twin of the instance has."""
+    for ref in connector.find_created(fields, since=since):
+        taken = Twin.objects.filter(
+            connection__local_instance_id=twin.connection.local_instance_id, local_id=ref.id
+        ).exists()
+        if not taken:
+            return ref
+    return None
+
+
+def _unlinked(twin: Twin, kind: str, entries: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """The entries (comments or attachments, by local id) that copy nothing on the other side."""
+    linked = set(twin.links.filter(kind=kind).values_list("local_id", flat=True))
+    return {k: e for k, e in entries.items() if str(k) not in linked}
+
+
+def _same_text(a: Any, b: Any) -> bool:
+    return str(a or "").replace("\r\n", "\n").strip() == str(b or "").replace("\r\n", "\n").strip()
+
+
+def _same_file(local: dict[str, Any], incoming: dict[str, Any]) -> bool:
+    if (local.get("filename") or "") != (incoming.get("filename") or ""):
+        return False
+    known = False
+    for field in ("size", "sha256"):
+        if local.get(field) is not None and incoming.get(field) is not None:
+            if str(local[field]).lower() != str(incoming[field]).lower():
+                return False
+            known = True
+    return known
+
+
+def _adopt(
+    twin: Twin,
+    kind: str,
+    local_id: Any,
+    remote_id: Any,
+    unlinked: dict[Any, Any],
+    wrote: Written | None,
+    kept: set[Any],
 ) -> None:
-    """``created``: the item was created in this same transaction, so no earlier run left links to it."""
+    """Link an entry an earlier attempt wrote unheard to the remote one it copies."""
+    del unlinked[local_id]
+    kept.add(local_id)
+    EntityLink.objects.create(twin=twin, kind=kind, local_id=str(local_id), remote_id=str(remote_id))
+    if wrote is not None:
+        wrote.entries["comments" if kind == EntityLink.Kind.COMMENT else "attachments"].add(str(local_id))
+    logger.info("Adopted %s %s, written by an earlier attempt, as the copy of %s", kind, local_id, remote_id)
+
+
+def _apply_comments(
+    connector: Any,
+    twin: Twin,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    wrote: Written,
+    *,
+    created: bool = False,
+    adopt: bool = False,
+) -> None:
+    """``created``: the item was created in this same transaction, so no earlier run left links to it.
+    ``adopt``: an earlier attempt may have added comments without hearing back; a comment to add whose
+    text an unlinked comment already has is that one (linked, not added again)."""
     old = {c["id"]: c for c in before.get("comments") or [] if c.get("id")}
+    unlinked = _unlinked(twin, EntityLink.Kind.COMMENT, old) if adopt else {}
     kept = set()
     for comment in after.get("comments") or []:
         cid = comment.get("id")
@@ -917,6 +1045,7 @@ def _apply_comments(
             kept.add(cid)
             if comment.get("body") != old[cid].get("body"):
                 connector.update_comment(twin.local_id, cid, body=comment.get("body") or "")
+                wrote.entries["comments"].add(str(cid))
             continue
         remote_id = comment.get("remoteId")
         if (
@@ -925,12 +1054,17 @@ def _apply_comments(
             and twin.links.filter(kind=EntityLink.Kind.COMMENT, remote_id=remote_id).exists()
         ):
             continue  # already created by an earlier (interrupted) run
+        same = [k for k, c in unlinked.items() if _same_text(c.get("body"), comment.get("body"))]
+        if remote_id and same:
+            _adopt(twin, EntityLink.Kind.COMMENT, same[0], remote_id, unlinked, wrote, kept)
+            continue
         new_id = connector.add_comment(
             twin.local_id,
             body=comment.get("body") or "",
             internal=bool(comment.get("internal")),
             author=((comment.get("author") or {}).get("email") or ""),
         )
+        wrote.entries["comments"].add(str(new_id))
         if remote_id:
             with transaction.atomic(savepoint=False):  # nothing here catches its failure
                 EntityLink.objects.create(
@@ -938,6 +1072,7 @@ def _apply_comments(
                 )
     for cid in set(old) - kept:
         connector.delete_comment(twin.local_id, cid)
+        wrote.removed["comments"].add(str(cid))
         twin.links.filter(kind=EntityLink.Kind.COMMENT, local_id=cid).delete()
 
 
@@ -949,18 +1084,28 @@ def _fetch_attachments(
     stack: ExitStack,
     *,
     remote_item_id: str,
+    adopt: bool = False,
+    wrote: Written | None = None,
 ) -> dict[str, IO[bytes]]:
     """Download the attachments the apply will add, before its transaction: on SQLite that transaction
     holds the database's write lock, and two nodes downloading from each other inside theirs would wait on
     each other (each peer's attachment endpoint records the request's nonce). Checked against the size
-    limit and the replica's SHA-256; the files stay open until ``stack`` closes."""
-    old = {a["id"] for a in before.get("attachments") or [] if a.get("id")}
+    limit and the replica's SHA-256; the files stay open until ``stack`` closes.
+
+    ``adopt``: an earlier attempt may have attached files without hearing back; an unlinked attachment
+    with the same name and size (and SHA-256, where both are known) is that one, linked and not fetched."""
+    old = {a["id"]: a for a in before.get("attachments") or [] if a.get("id")}
+    unlinked = _unlinked(twin, EntityLink.Kind.ATTACHMENT, old) if adopt else {}
     fetched: dict[str, IO[bytes]] = {}
     for att in after.get("attachments") or []:
         remote_id = att.get("remoteId")
         if (att.get("id") and att["id"] in old) or not remote_id or remote_id in fetched:
             continue
         if twin.links.filter(kind=EntityLink.Kind.ATTACHMENT, remote_id=remote_id).exists():
+            continue
+        same = [k for k, a in unlinked.items() if _same_file(a, att)]
+        if same:
+            _adopt(twin, EntityLink.Kind.ATTACHMENT, same[0], remote_id, unlinked, wrote, set())
             continue
         buffer = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=1024 * 1024))
         digest = hashlib.sha256()
@@ -988,7 +1133,12 @@ def _fetch_attachments(
 
 
 def _apply_attachments(
-    connector: Any, twin: Twin, before: dict[str, Any], after: dict[str, Any], fetched: dict[str, IO[bytes]]
+    connector: Any,
+    twin: Twin,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    fetched: dict[str, IO[bytes]],
+    wrote: Written,
 ) -> None:
     """Add what ``_fetch_attachments`` downloaded, delete what the incoming side removed."""
     old = {a["id"]: a for a in before.get("attachments") or [] if a.get("id")}
@@ -1008,12 +1158,14 @@ def _apply_attachments(
             mime_type=att.get("mimeType") or "",
             content=buffer,
         )
+        wrote.entries["attachments"].add(str(new_id))
         with transaction.atomic(savepoint=False):  # nothing here catches its failure
             EntityLink.objects.create(
                 twin=twin, kind=EntityLink.Kind.ATTACHMENT, local_id=new_id, remote_id=remote_id
             )
     for aid in set(old) - kept:
         connector.delete_attachment(twin.local_id, aid)
+        wrote.removed["attachments"].add(str(aid))
         twin.links.filter(kind=EntityLink.Kind.ATTACHMENT, local_id=aid).delete()
 
 

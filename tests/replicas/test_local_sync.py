@@ -272,3 +272,56 @@ def test_deleting_the_connection_stops_its_twins_and_keeps_the_items(local_pair)
     assert not Twin.objects.exists() and not Connection.objects.exists()
     a.edit(issue.key, summary="after delete")
     assert Issue.objects.count() == 2
+
+
+def _a_person_edits_during_the_apply(monkeypatch, side, key, **fields):  # type: ignore[no-untyped-def]
+    """Make a person edit ``key`` on ``side`` right after the next apply writes to it: the moment between
+    the apply's write and its re-read of the item, which slow or retried tracker calls make long."""
+    from instances.connectors.builtin import BuiltinConnector
+
+    write = BuiltinConnector.update_item
+    done = []
+
+    def update_then_person_edits(self, item_id, changes):  # type: ignore[no-untyped-def]
+        write(self, item_id, changes)
+        if not done:
+            done.append(True)
+            side.edit(key, **fields)
+
+    monkeypatch.setattr(BuiltinConnector, "update_item", update_then_person_edits)
+    return done
+
+
+def test_a_person_edit_made_while_an_apply_runs_is_still_sent(local_pair, monkeypatch):
+    # Found by the tracker-fault run: a Redmine description edited while the node applied a summary from
+    # the other side was recorded as already sent (the apply's re-read saw it), so it never left.
+    a, b = local_pair
+    issue = a.create()
+    _exalate(a, issue.key)
+    copy = b.only_issue()
+    done = _a_person_edits_during_the_apply(monkeypatch, b, copy.key, description="typed meanwhile")
+    a.edit(issue.key, summary="from support")
+    assert done
+    for item in (a.issue(issue.key), b.issue(copy.key)):
+        assert (item.summary, item.description) == ("from support", "typed meanwhile")
+
+
+def test_a_comment_added_while_an_apply_runs_is_still_sent(local_pair, monkeypatch):
+    from instances.connectors.builtin import BuiltinConnector
+
+    a, b = local_pair
+    issue = a.create()
+    _exalate(a, issue.key)
+    copy = b.only_issue()
+    write = BuiltinConnector.update_item
+
+    def update_then_person_comments(self, item_id, changes):  # type: ignore[no-untyped-def]
+        write(self, item_id, changes)
+        if not Comment.objects.filter(body="said meanwhile").exists():
+            services.comment_add(issue=b.issue(copy.key), actor="ed@example.com", body="said meanwhile")
+
+    monkeypatch.setattr(BuiltinConnector, "update_item", update_then_person_comments)
+    a.edit(issue.key, summary="from support")
+    for item in (a.issue(issue.key), b.issue(copy.key)):
+        assert item.summary == "from support"
+        assert [c.body for c in item.comments.all()] == ["said meanwhile"]
