@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -74,6 +75,16 @@ class Connector(ABC):
     def metadata(self) -> dict[str, list[Any]]:
         """What the sync rules' node_helper can look up: statuses, priorities, types, users."""
         return {"statuses": [], "priorities": [], "types": [], "users": []}
+
+    def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
+        """Items this node's account created at or after ``since`` with the summary ``create_item(fields)``
+        would give, in the project it would create them in, newest first.
+
+        Asked only before repeating a create whose earlier attempt may have succeeded unheard (its answer
+        was lost, or the worker died waiting for it), so that the retry adopts that item instead of making
+        a second one. A connector that cannot tell returns [] and the create is repeated.
+        """
+        return []
 
     # --- writes ------------------------------------------------------------------------------------------
     @abstractmethod

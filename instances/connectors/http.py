@@ -6,6 +6,10 @@
 * retries on 429, 5xx, timeouts and connection errors, honouring ``Retry-After`` (seconds or an HTTP date)
   and rate-limit headers (``X-RateLimit-Remaining``/``X-RateLimit-Reset``, ``RateLimit-Reset``), otherwise
   exponential backoff with full jitter (base 0.5 s, cap 30 s), never sleeping past a total deadline;
+* but a request that is not idempotent (a POST, unless the caller says it only reads; a PUT that adds a
+  comment) is repeated only when the tracker cannot have acted on it: the connection was never made, or
+  the answer was 429 or 503. After a lost answer, a timeout or another 5xx it fails (retryable), and the
+  pipeline checks what the earlier attempt did before trying again, instead of creating a duplicate;
 * a request budget per tracker instance (a token bucket shared by every client of that instance in this
   process), so a busy connection cannot flood a tracker;
 * streaming downloads and uploads (file objects are handed to the socket, never read whole);
@@ -32,6 +36,7 @@ from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3.exceptions
 
 from instances.connectors.base import ConnectorError
 
@@ -46,6 +51,25 @@ DEFAULT_RATE_PER_S = 10.0
 CHUNK_SIZE = 64 * 1024
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
+# Answers saying the server did not act on the request: safe to repeat even one that is not idempotent.
+NOT_ACTED_STATUSES = frozenset({429, 503})
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether a failed request cannot have reached the server: the connection was never made (refused,
+    unresolvable, connect timeout). A reset or a read timeout after sending may have been acted on."""
+    pending: list[Any] = [exc]
+    seen: set[int] = set()
+    while pending:
+        error = pending.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
+            return True  # NewConnectionError is a ConnectTimeoutError too
+        pending += [*error.args, getattr(error, "reason", None), error.__cause__, error.__context__]
+    return False
+
 
 # Query parameters and headers whose values are secrets; matched case-insensitively.
 SECRET_PARAMS = (
@@ -337,13 +361,17 @@ class HttpClient:
         stream: bool = False,
         action: str = "",
         ok_statuses: tuple[int, ...] = (),
+        idempotent: bool | None = None,
     ) -> requests.Response:
         """Send with retries; a 2xx response (or one in ``ok_statuses``), or ``ConnectorError``.
 
         ``action`` says what the request was for, for error messages ("update issue #42"). ``data`` may be a
-        file object: it is streamed, and rewound for a retry when it is seekable.
+        file object: it is streamed, and rewound for a retry when it is seekable. ``idempotent``: whether
+        sending it twice does no more than once; by default every method but POST. A request that is not
+        is repeated only when the tracker cannot have acted on it (see the module's docstring).
         """
         method = method.upper()
+        repeatable = idempotent if idempotent is not None else method != "POST"
         url = self.url(path)
         if not self.same_origin(url):
             # Never send the tracker's credentials to another host.
@@ -382,7 +410,10 @@ class HttpClient:
                     timeout=self.timeout,
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
-                kind = "timed out" if isinstance(exc, requests.Timeout) else "could not connect"
+                if isinstance(exc, requests.Timeout):
+                    kind = "timed out"
+                else:
+                    kind = "could not connect" if never_sent(exc) else "dropped the connection"
                 logger.warning(
                     "%s %s -> %s (attempt %d): %s",
                     method,
@@ -392,6 +423,12 @@ class HttpClient:
                     self._scrub(str(exc), headers),
                 )
                 problem = f"{self.service} {kind} ({redact(type(exc).__name__)})"
+                if not repeatable and not never_sent(exc):
+                    raise ConnectorError(
+                        f"{problem} while trying to {what}, and the answer was lost: {self.service} may have "
+                        f"done it. The node will check before trying again, so it is not done twice.",
+                        retryable=True,
+                    )
                 delay = self._backoff(attempt)
                 if attempt >= self.max_attempts or not self._rewind(data, start_pos):
                     raise ConnectorError(
@@ -425,10 +462,13 @@ class HttpClient:
             if throttled and server_wait is not None:
                 self.bucket.hold(server_wait)
             response.close()
-            gave_up = attempt >= self.max_attempts or not self._rewind(data, start_pos)
+            unsure = not repeatable and not throttled and status not in NOT_ACTED_STATUSES
+            gave_up = unsure or attempt >= self.max_attempts or not self._rewind(data, start_pos)
             if gave_up or self.clock() + delay - started > self.deadline:
                 label = "rate-limited the node" if throttled else f"failed ({status} {response.reason or ''})"
                 after = f" It asked to wait {server_wait:.0f} s." if server_wait is not None else ""
+                if unsure:
+                    after += " It may have done it anyway: the node will check before trying again."
                 raise ConnectorError(
                     f"{self.service} {label.rstrip()} on the request to {what}, {attempt} attempt(s).{after} "
                     f"The node will retry later; if this persists, lower the instance's rate_limit_per_s "
@@ -454,9 +494,11 @@ class HttpClient:
         response = self.request("GET", path, params=params, action=action)
         return self._json(response, action or f"GET {path}")
 
-    def send_json(self, method: str, path: str, body: Any, *, action: str = "") -> Any:
+    def send_json(
+        self, method: str, path: str, body: Any, *, action: str = "", idempotent: bool | None = None
+    ) -> Any:
         """Send ``body`` as JSON; the decoded response, or None when it has no body (204)."""
-        response = self.request(method, path, json=body, action=action)
+        response = self.request(method, path, json=body, action=action, idempotent=idempotent)
         if response.status_code == 204 or not response.content:
             return None
         return self._json(response, action or f"{method} {path}")

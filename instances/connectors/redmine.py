@@ -535,6 +535,23 @@ class RedmineConnector(Connector):
             "users": users,
         }
 
+    def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
+        params: dict[str, Any] = {
+            "status_id": "*",
+            "author_id": "me",
+            "created_on": ">=" + _fmt(since),
+            "sort": "id:desc",
+            "limit": PAGE,
+        }
+        project = (fields.get("project") or {}).get("key") or self._settings().get("project")
+        if project:
+            params["project_id"] = project
+        found = self.http.get_json(
+            "issues.json", params=params, action="look for an issue an earlier attempt created"
+        )
+        subject = (self._payload({"summary": fields.get("summary")}).get("subject") or "(no summary)").strip()
+        return [self.ref(i) for i in found.get("issues", []) if (i.get("subject") or "").strip() == subject]
+
     # --- writes ------------------------------------------------------------------------------------------
     def create_item(self, fields: Mapping[str, Any]) -> ItemRef:
         project = (fields.get("project") or {}).get("key") or self._settings().get("project")
@@ -574,6 +591,7 @@ class RedmineConnector(Connector):
             f"issues/{item_id}.json",
             {"issue": {"notes": body, "private_notes": bool(internal)}},
             action=f"comment on issue #{item_id}",
+            idempotent=False,  # each PUT adds a note
         )
         # Redmine does not return the journal: find the newest one by the API user with these notes.
         me = self.me()["id"]
@@ -633,6 +651,7 @@ class RedmineConnector(Connector):
                 }
             },
             action=f"attach {filename} to issue #{item_id}",
+            idempotent=False,
         )
         # The upload becomes the attachment: same id. The token is "<id>.<digest>", the digest being Redmine's
         # SHA-256 of what it stored: remembered, so reading the item need not download the file to hash it.

@@ -34,6 +34,7 @@ class Reply:
     status: int = 200
     body: bytes | str | dict | list = b""
     headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # read the request, then close the connection without answering (a lost answer)
 
 
 @dataclass
@@ -63,6 +64,10 @@ class Loopback:
                 reply = outer.replies.pop(0) if outer.replies else Reply(500, b"no reply scripted")
                 if callable(reply):
                     reply = reply(seen)
+                if reply.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 payload = reply.body
                 if isinstance(payload, (dict, list)):
                     payload = json.dumps(payload).encode()

@@ -232,3 +232,67 @@ def test_credentials_only_go_to_the_base_url(loopback: Loopback) -> None:
     with pytest.raises(ConnectorError) as exc:
         client(loopback, FakeTime()).request("GET", "http://elsewhere.example/steal")
     assert "another host" in exc.value.message and loopback.seen == []
+
+
+# --- requests that must not be repeated blindly ---------------------------------------------------------
+# A POST that creates something, or a PUT that adds a comment, may have been carried out even though its
+# answer never arrived. Repeating it would make a duplicate; the pipeline checks what happened instead.
+
+
+def test_a_create_whose_answer_is_lost_is_not_repeated(loopback: Loopback) -> None:
+    loopback.replies += [Reply(drop=True), Reply(201, {"issue": {"id": 2}})]
+    http = client(loopback, FakeTime())
+    with pytest.raises(ConnectorError) as exc:
+        http.send_json("POST", "issues.json", {"issue": {}}, action="create an issue")
+    assert exc.value.retryable
+    assert "may have done it" in exc.value.message and "check before trying again" in exc.value.message
+    assert [s.method for s in loopback.seen] == ["POST"]
+
+
+def test_a_create_answered_with_a_server_error_is_not_repeated(loopback: Loopback) -> None:
+    loopback.replies += [Reply(500), Reply(201, {"issue": {"id": 2}})]
+    http = client(loopback, FakeTime())
+    with pytest.raises(ConnectorError) as exc:
+        http.send_json("POST", "issues.json", {"issue": {}}, action="create an issue")
+    assert exc.value.retryable and exc.value.status == 500
+    assert "may have done it anyway" in exc.value.message and len(loopback.seen) == 1
+
+
+def test_a_create_refused_with_429_or_503_is_repeated(loopback: Loopback) -> None:
+    # Both say the server did not act on it.
+    fake = FakeTime()
+    loopback.replies += [Reply(429, "", {"Retry-After": "3"}), Reply(503), Reply(201, {"issue": {"id": 2}})]
+    http = client(loopback, fake)
+    assert http.send_json("POST", "issues.json", {"issue": {}}) == {"issue": {"id": 2}}
+    assert len(loopback.seen) == 3 and fake.sleeps == [3.0, 1.0]
+
+
+def test_a_create_that_never_reached_the_tracker_is_repeated() -> None:
+    fake = FakeTime()
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there: the connection is refused
+    http = HttpClient(
+        f"http://127.0.0.1:{port}", sleep=fake.sleep, clock=fake.clock, max_attempts=3, jitter=lambda a, b: b
+    )
+    with pytest.raises(ConnectorError) as exc:
+        http.send_json("POST", "issues.json", {"issue": {}})
+    assert exc.value.retryable and "could not connect" in exc.value.message
+    assert http.requests_made == 3
+
+
+@pytest.mark.parametrize(
+    ("method", "idempotent", "sent"),
+    [("PUT", None, 2), ("DELETE", None, 2), ("POST", True, 2), ("PUT", False, 1), ("POST", None, 1)],
+)
+def test_only_idempotent_requests_are_repeated_after_a_lost_answer(
+    loopback: Loopback, method: str, idempotent: bool | None, sent: int
+) -> None:
+    loopback.replies += [Reply(drop=True), Reply(200, {"ok": True})]
+    http = client(loopback, FakeTime())
+    if sent == 2:
+        assert http.request(method, "x.json", json={}, idempotent=idempotent).json() == {"ok": True}
+    else:
+        with pytest.raises(ConnectorError):
+            http.request(method, "x.json", json={}, idempotent=idempotent)
+    assert len(loopback.seen) == sent

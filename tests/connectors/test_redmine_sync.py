@@ -171,3 +171,94 @@ def test_a_redmine_filter_trigger_and_bulk_exalate(redmine, redmine_project, pai
         "bulk urgent 1",
         "bulk urgent 2",
     ]
+
+
+def _lose_answers(monkeypatch, wanted):  # type: ignore[no-untyped-def]
+    """Let every request reach Redmine, but lose the answer of the first one ``wanted(method, url, json)``
+    picks, as a dropped connection would: Redmine did the work and the node never heard."""
+    import requests
+
+    real = requests.Session.request
+    lost: list[str] = []
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
+        response = real(self, method, url, *args, **kwargs)
+        if not lost and wanted(method.upper(), url, kwargs.get("json")):
+            lost.append(f"{method} {url}")
+            raise requests.ConnectionError(
+                "('Connection aborted.', RemoteDisconnected('the answer was lost'))"
+            )
+        return response
+
+    monkeypatch.setattr(requests.Session, "request", request)
+    return lost
+
+
+def _retry_now(twin_id: int) -> None:
+    """The retry the backoff would make a little later."""
+    from replicas.models import SyncEvent
+
+    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
+    pipeline.process_twin(twin_id)
+
+
+def test_a_create_whose_answer_was_lost_is_adopted_not_repeated(redmine, redmine_project, pair, monkeypatch):
+    connection, project, red = pair
+    lost = _lose_answers(
+        monkeypatch, lambda method, url, body: method == "POST" and url.endswith("/issues.json")
+    )
+    issue = services.issue_create(project=project, actor="anna@example.com", summary="Lost in transit")
+    pipeline.exalate(connection=connection, key=issue.key)
+    assert lost, "the create was not sent"
+    remote_side = red.connections.get().twins.get()
+    event = remote_side.events.get(direction="in")
+    assert event.status == "pending" and "may have done it" in event.error  # it will be retried, unseen
+    assert _subjects(redmine, redmine_project).count("Lost in transit") == 1
+
+    _retry_now(remote_side.pk)
+    remote_side.refresh_from_db()
+    assert remote_side.state == "synchronized", remote_side.events.values_list("status", "error")
+    assert _subjects(redmine, redmine_project).count("Lost in transit") == 1  # adopted: still one issue
+    twin = connection.twins.get()
+    assert twin.remote_id == remote_side.local_id
+    # ...and it is the twin for good: the next edit goes to that issue.
+    services.issue_update(issue=issue, actor="anna@example.com", summary="Found again")
+    subjects = _subjects(redmine, redmine_project)
+    assert (subjects.count("Found again"), subjects.count("Lost in transit")) == (1, 0)
+
+
+def test_a_note_and_a_file_whose_answers_were_lost_are_adopted_not_repeated(redmine, pair, monkeypatch):
+    connection, project, red = pair
+    issue = services.issue_create(project=project, actor="anna@example.com", summary="Notes and files")
+    pipeline.exalate(connection=connection, key=issue.key)
+    twin = connection.twins.get()
+    remote_side = red.connections.get().twins.get()
+
+    def note_or_file(method: str, url: str, body: object) -> bool:
+        change = (body or {}).get("issue", {}) if isinstance(body, dict) else {}
+        return method == "PUT" and ("notes" in change or "uploads" in change)
+
+    for add in (
+        lambda: services.comment_add(issue=issue, actor="anna@example.com", body="Said once"),
+        lambda: services.attachment_add(
+            issue=issue, actor="anna@example.com", filename="once.txt", content=b"1"
+        ),
+    ):
+        lost = _lose_answers(monkeypatch, note_or_file)
+        add()
+        assert lost
+        _retry_now(remote_side.pk)
+        remote_side.refresh_from_db()
+        assert remote_side.state == "synchronized", remote_side.events.values_list("status", "error")
+        monkeypatch.undo()
+    remote = _redmine_issue(redmine, twin.remote_id)
+    assert [j["notes"] for j in remote["journals"] if j.get("notes")] == ["Said once"]
+    assert [a["filename"] for a in remote["attachments"]] == ["once.txt"]
+    # Nothing came back to the built-in side either: one comment, one file.
+    assert [c.body for c in Issue.objects.get(pk=issue.pk).comments.all()] == ["Said once"]
+    assert [a.filename for a in Issue.objects.get(pk=issue.pk).attachments.all()] == ["once.txt"]
+
+
+def _subjects(redmine, project) -> list[str]:  # type: ignore[no-untyped-def]
+    params = {"project_id": project["identifier"], "status_id": "*", "limit": 100}
+    return sorted(i["subject"] for i in redmine.call("GET", "issues.json", params=params).json()["issues"])
