@@ -103,6 +103,7 @@ class ContractFake(BaseAdapter):
         self.calls: list[Call] = []
         self.violations: list[str] = []
         self.scripted: list[Reply] = []
+        self.lose: list[tuple[str, re.Pattern[str]]] = []  # answers to lose (see lose_next_answer)
         self.openapi = openapi(self.spec)
 
     # --- set-up ---------------------------------------------------------------------------------------------
@@ -113,6 +114,11 @@ class ContractFake(BaseAdapter):
 
     def fail_next(self, *replies: Reply) -> None:
         self.scripted.extend(replies)
+
+    def lose_next_answer(self, method: str, path_regex: str = "") -> None:
+        """Carry out the next ``method`` request whose path matches, then drop the connection instead of
+        answering (requests raises ConnectionError): the tracker did the work and the client never heard."""
+        self.lose.append((method.upper(), re.compile(path_regex)))
 
     def session(self) -> requests.Session:
         """A session with this fake mounted for its base URL (nothing else is reachable)."""
@@ -155,6 +161,10 @@ class ContractFake(BaseAdapter):
             reply = self.dispatch(call)
         response = self._response(request, reply)
         self.check_response(checked, call, response)
+        for i, (method, regex) in enumerate(self.lose):
+            if method == call.method and regex.search(call.path):
+                del self.lose[i]
+                raise requests.ConnectionError("('Connection aborted.', RemoteDisconnected('answer lost'))")
         return response
 
     def dispatch(self, call: Call) -> Reply:

@@ -98,10 +98,16 @@ class FakeServer:
         self.calls: list[Call] = []
         self.failures: list[Reply] = []
         self.statuses: list[int] = []  # the status of every reply, in order
+        self.lose: list[tuple[str, re.Pattern[str]]] = []  # answers to lose (see lose_next_answer)
 
     # --- configuration ---------------------------------------------------------------------------------
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method.upper(), re.compile(pattern + r"$"), handler))
+
+    def lose_next_answer(self, method: str, path_regex: str = "") -> None:
+        """Carry out the next ``method`` request whose path matches, then drop the connection instead of
+        answering (requests raises ConnectionError): the tracker did the work and the client never heard."""
+        self.lose.append((method.upper(), re.compile(path_regex)))
 
     def fail_next(
         self, status: int, *, times: int = 1, headers: dict[str, str] | None = None, body: Any = None
@@ -193,6 +199,10 @@ class FakeAdapter(BaseAdapter):
             raw,
         )
         reply = self.server.handle(call)
+        for i, (method, regex) in enumerate(self.server.lose):
+            if method == call.method and regex.search(call.path):
+                del self.server.lose[i]
+                raise requests.ConnectionError("('Connection aborted.', RemoteDisconnected('answer lost'))")
         payload = reply.body
         headers = CaseInsensitiveDict(reply.headers)
         if isinstance(payload, (dict, list)):
