@@ -35,6 +35,10 @@ and by polling ``search_updated_since`` (``since`` with ``sort=updated&direction
 pagination). Polls and reads send ``If-None-Match`` with the last ETag: an unchanged answer is a 304, which
 GitHub does not count against the rate limit.
 
+A create whose answer was lost is looked up by ``find_created`` (``creator=<the token's user>``, newest
+first). The connector's POSTs all write (an issue, a comment): they are not repeated once GitHub may have
+acted on them; its PATCHes set values and its DELETEs remove, so those are repeated.
+
 Triggers hold issue search qualifiers and words (``label:sync state:open``), searched with ``GET
 /search/issues``: see ``query_search`` for the order and paging, ``docs/connectors.md`` for the scheme.
 
@@ -53,7 +57,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -523,6 +527,50 @@ class GitHubConnector(Connector):
         if newest:
             _seen.forget_before(self.account, parse_ts(newest) - 2 * OVERLAP)
         return refs, newest
+
+    def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
+        """Issues the token's user opened in the repository at or after ``since`` with the title
+        ``create_item(fields)`` would write, newest first (pull requests skipped), from at most two pages.
+
+        GitHub facts relied on (GitHub's REST description, ``GET /repos/{owner}/{repo}/issues``):
+        ``creator`` keeps the issues a user created (``user`` is that user); ``since`` keeps issues
+        *updated* after a time, which every issue created since then is; ``sort=created&direction=desc``
+        lists the newest first; the list holds pull requests too (they carry ``pull_request``); times are
+        whole seconds (``YYYY-MM-DDTHH:MM:SSZ``), so ``since`` is cut to its second and the exact cut is
+        made here.
+        """
+        login = str(self.me().get("login") or "")
+        if not login:
+            return []
+        title = str(self._payload({"summary": fields.get("summary")})["title"]).strip()
+        start = (since if since.tzinfo else since.replace(tzinfo=UTC)).replace(microsecond=0)
+        params = {
+            "creator": login,
+            "state": "all",
+            "sort": "created",
+            "direction": "desc",
+            "since": iso(start - timedelta(seconds=1)),  # a second wider, whether GitHub's "after" is strict
+            "per_page": PAGE,
+        }
+        found: list[dict[str, Any]] = []
+        pages = self._pages(
+            self._path("/issues"), params=params, action="look for an issue an earlier attempt created"
+        )
+        for n, page in enumerate(pages, start=1):
+            reached_older = False
+            for issue in page:
+                if parse_ts(issue["created_at"]) < start:
+                    reached_older = True  # newest first: the rest is older still
+                    continue
+                if issue.get("pull_request") or (issue.get("title") or "").strip() != title:
+                    continue
+                if str((issue.get("user") or {}).get("login") or "").casefold() != login.casefold():
+                    continue
+                found.append(issue)
+            if reached_older or n >= 2:
+                break
+        found.sort(key=lambda i: (parse_ts(i["created_at"]), int(i["number"])), reverse=True)
+        return [self.ref(i) for i in found]
 
     def metadata(self) -> dict[str, list[Any]]:
         def labels() -> list[str]:

@@ -30,7 +30,10 @@ Changes are found by webhooks (``verify_webhook``/``parse_webhook``; register ``
 uid>/`` in Jira → System → WebHooks for *issue created/updated* and *comment created/updated/deleted*, with a
 secret; see ``verify_webhook``) and by polling ``search_updated_since`` (``POST /rest/api/3/search/jql``
 with ``nextPageToken``). JQL dates have minute precision and are read in the API user's time zone, which the
-connector reads from ``/rest/api/3/myself``.
+connector reads from ``/rest/api/3/myself``. Searches and JQL checks are POSTs that only read: they are
+flagged idempotent, so the HTTP client repeats them after a failure; creates, comments, uploads and
+transitions are not. A create whose answer was lost is looked up by ``find_created`` (``creator =
+currentUser()``, newest first).
 
 Triggers hold JQL, limited to the project: ``jql/parse?validation=strict`` checks it, ``jql/match`` tells
 whether one issue matches, ``search/jql`` with ``id > <after> ORDER BY id ASC`` pages through the matches.
@@ -50,7 +53,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -555,14 +558,18 @@ class JiraConnector(Connector):
         )
         return self.ref(response.json()) if response.status_code == 200 else None
 
-    def _jql_time(self, cursor: str) -> str:
-        """``cursor`` minus the overlap, as JQL's ``yyyy-MM-dd HH:mm`` in the API user's time zone."""
+    def _jql_date(self, when: datetime) -> str:
+        """``when`` as JQL's ``yyyy-MM-dd HH:mm`` (cut to the minute) in the API user's time zone."""
         zone_name = self.me().get("timeZone") or "UTC"
         try:
             zone = ZoneInfo(zone_name)
         except (ZoneInfoNotFoundError, ValueError):
             zone = ZoneInfo("UTC")
-        return (parse_ts(cursor) - OVERLAP).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+        return when.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+    def _jql_time(self, cursor: str) -> str:
+        """``cursor`` minus the overlap, as JQL's ``yyyy-MM-dd HH:mm`` in the API user's time zone."""
+        return self._jql_date(parse_ts(cursor) - OVERLAP)
 
     def search_updated_since(
         self, cursor: str | None, *, limit: int = 100
@@ -581,7 +588,11 @@ class JiraConnector(Connector):
             if token:
                 body["nextPageToken"] = token
             page = self.http.send_json(
-                "POST", f"{API}/search/jql", body, action="search issues updated recently"
+                "POST",
+                f"{API}/search/jql",
+                body,
+                action="search issues updated recently",
+                idempotent=True,  # a search changes nothing: repeat it after a failure
             )
             for issue in page.get("issues") or []:
                 ref = self.ref(issue)
@@ -622,6 +633,61 @@ class JiraConnector(Connector):
             "types": list(self._types()),
             "users": _cached(("users", self.account, self.project_key), users),
         }
+
+    def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
+        """Issues the API token's user created in the project ``create_item(fields)`` would use, at or after
+        ``since``, with the summary it would write; newest first, from at most two pages of results.
+
+        Jira facts relied on (Atlassian's JQL field reference; ``currentUser()`` as in the v3 description's
+        JQL examples; ``POST /rest/api/3/search/jql`` as in the description): ``creator`` is the user who
+        created the issue (unlike ``reporter``, which the sync rules may set to someone else) and
+        ``currentUser()`` is the caller; ``created >= "yyyy-MM-dd HH:mm"`` has minute precision and is read
+        in the caller's time zone (``timeZone`` of ``/myself``); ``fields.created`` has milliseconds and an
+        offset. So the JQL starts a day early (a wrong or unknown time zone cannot hide the issue) and sorts
+        newest first; the exact cut (``created >= since``), the creator and the summary are checked here.
+        """
+        project = (fields.get("project") or {}).get("key") or self.project_key
+        summary = self._fields({"summary": fields.get("summary")})["summary"].strip()
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+        me = self.me().get("accountId")
+        jql = (
+            f'project = "{project}" AND creator = currentUser() AND created >= '
+            f'"{self._jql_date(since - timedelta(days=1))}" ORDER BY created DESC'
+        )
+        found: list[tuple[datetime, int, ItemRef]] = []
+        token: str | None = None
+        for _ in range(2):
+            body: dict[str, Any] = {
+                "jql": jql,
+                "fields": ["summary", "creator", "created", "updated"],
+                "maxResults": PAGE,
+            }
+            if token:
+                body["nextPageToken"] = token
+            page = self.http.send_json(
+                "POST",
+                f"{API}/search/jql",
+                body,
+                action="look for an issue an earlier attempt created",
+                idempotent=True,
+            )
+            reached_older = False
+            for issue in page.get("issues") or []:
+                f = issue.get("fields") or {}
+                if not f.get("created"):
+                    continue
+                created = parse_ts(f["created"])
+                if created < since:
+                    reached_older = True  # newest first: the rest is older still
+                    continue
+                creator = (f.get("creator") or {}).get("accountId")
+                if (me and creator and creator != me) or str(f.get("summary") or "").strip() != summary:
+                    continue
+                found.append((created, int(issue["id"]), self.ref(issue)))
+            token = page.get("nextPageToken")
+            if reached_older or page.get("isLast", True) or not token:
+                break
+        return [ref for _created, _id, ref in sorted(found, key=lambda f: (f[0], f[1]), reverse=True)]
 
     # --- writes ------------------------------------------------------------------------------------------
     def _fields(self, changes: Mapping[str, Any], *, project: str | None = None) -> dict[str, Any]:
@@ -826,7 +892,10 @@ class JiraConnector(Connector):
         )
 
     def _jql_call(self, path: str, body: dict[str, Any], action: str) -> dict[str, Any]:
-        response = self.http.request("POST", path, json=body, action=action, ok_statuses=(400,))
+        # jql/parse, jql/match and search/jql only read: repeated after a failure like a GET.
+        response = self.http.request(
+            "POST", path, json=body, action=action, ok_statuses=(400,), idempotent=True
+        )
         data = response.json() if response.content else {}
         if response.status_code == 400:
             errors = list(data.get("errorMessages") or []) + [

@@ -7,7 +7,8 @@ Facts of the real GitHub REST API (2022-11-28) these tests rely on:
 * ``GET /repos/{owner}/{repo}/issues`` lists pull requests too (they carry a ``pull_request`` key); it takes
   ``state=all``, ``since`` (issues updated at or after that ISO 8601 time), ``sort=updated``,
   ``direction=asc``, ``per_page`` (at most 100) and ``page``, and links further pages with
-  ``Link: <…>; rel="next"``.
+  ``Link: <…>; rel="next"``. It also takes ``creator`` (the login that opened the issue, the issue's ``user``)
+  and ``sort=created&direction=desc`` (newest first); times are whole seconds (``YYYY-MM-DDTHH:MM:SSZ``).
 * Every GET answers with an ``ETag``; the same GET with ``If-None-Match: <etag>`` gets ``304 Not Modified``
   with no body when nothing changed, and a 304 does not count against the rate limit.
 * When the rate limit is spent GitHub answers 403 (or 429) with ``X-RateLimit-Remaining: 0`` and
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -483,3 +485,83 @@ def test_create_survives_a_failed_close(fake: FakeGitHub, gh: GitHubConnector) -
     ]
     ref = gh.create_item({"summary": "x", "status": {"name": "Closed"}})
     assert ref.id == "1" and len(fake.issues) == 1 and fake.issues[1]["state"] == "open"
+
+
+# --- answers lost: find_created -----------------------------------------------------------------------------
+
+
+def test_find_created_returns_the_nodes_issues_since_t_with_that_title_newest_first(
+    fake: FakeGitHub, gh: GitHubConnector
+) -> None:
+    old = fake.add_issue("Printer on fire", by="exalate-bot")  # by the node, but before T
+    since = fake.clock + timedelta(seconds=1)  # GitHub's times are whole seconds
+    first = gh.create_item({"summary": "Printer on fire"})  # created at T exactly
+    fake.edit_issue(old["number"], body="touched after T")  # updated since T, created before: not it
+    fake.add_issue("Printer on fire", by="octocat")  # another user
+    fake.add_issue("Printer on fire", by="exalate-bot", pull_request=True)  # a pull request
+    gh.create_item({"summary": "Printer on fire, again"})  # another title
+    second = gh.create_item({"summary": "Printer on fire"})
+    closed = gh.create_item({"summary": "Printer on fire", "status": {"name": "Closed"}})  # state=all
+    found = gh.find_created({"summary": "Printer on fire", "project": {"key": "octo/widgets"}}, since=since)
+    assert [r.id for r in found] == [closed.id, second.id, first.id]
+    assert found[0].key == f"octo/widgets#{closed.id}" and found[0].url.endswith(f"/issues/{closed.id}")
+    [listed] = fake.requests_to("GET", r"/issues$")
+    assert {k: v[0] for k, v in listed.query.items()} == {
+        "creator": "exalate-bot",
+        "state": "all",
+        "sort": "created",
+        "direction": "desc",
+        "since": "2026-03-01T09:00:01Z",  # T minus a second: `since` filters by update time, a bound only
+        "per_page": "100",
+    }
+    assert gh.find_created({"summary": "Nobody wrote this"}, since=since) == []
+    assert gh.find_created({"summary": "Printer on fire"}, since=fake.clock + timedelta(seconds=1)) == []
+
+
+def _retry_now(twin_id: int) -> None:
+    """The retry the backoff would make a little later."""
+    from replicas import pipeline
+    from replicas.models import SyncEvent
+
+    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
+    pipeline.process_twin(twin_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(fake: FakeGitHub) -> None:
+    from connections.services import connection_create_local
+    from instances.tracker import services
+    from replicas import pipeline
+
+    desk = Instance.objects.create(name="Support desk", tracker_type="builtin")
+    project = services.project_create(instance=desk, key="SUP", name="Support")
+    github = make_instance()
+    github.save()
+    to_gh, from_gh = connection_create_local(name="Desk ⇄ GitHub", instance_a=desk, instance_b=github)
+    pipeline._META_CACHE.clear()
+    fake.clock = datetime.now(UTC)  # the pipeline looks for issues created since its event, by its own clock
+
+    issue = services.issue_create(project=project, actor="anna@example.com", summary="Lost in transit")
+    fake.lose_next_answer("POST", r"/repos/octo/widgets/issues$")
+    pipeline.exalate(connection=to_gh, key=issue.key)
+    [copy] = fake.issues.values()  # GitHub created it; the node never heard
+    github_side = from_gh.twins.get()
+    event = github_side.events.get(direction="in")
+    assert event.status == "pending" and "may have done it" in event.error
+
+    _retry_now(github_side.pk)
+    github_side.refresh_from_db()
+    assert github_side.state == "synchronized", list(github_side.events.values_list("status", "error"))
+    assert list(fake.issues) == [copy["number"]] and github_side.local_id == str(copy["number"])
+    services.issue_update(issue=issue, actor="anna@example.com", summary="Found again")
+    assert copy["title"] == "Found again"  # ...and it is the twin for good
+
+    fake.lose_next_answer("POST", r"/issues/\d+/comments$")
+    services.comment_add(issue=issue, actor="anna@example.com", body="Said once")
+    assert len(fake.comments) == 1
+    assert "may have done it" in github_side.events.get(status="pending").error
+    _retry_now(github_side.pk)
+    github_side.refresh_from_db()
+    assert github_side.state == "synchronized", list(github_side.events.values_list("status", "error"))
+    assert [c["body"] for c in fake.comments.values()] == ["Said once"]
+    assert [c.body for c in issue.comments.all()] == ["Said once"]  # and nothing came back

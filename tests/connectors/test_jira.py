@@ -19,6 +19,9 @@ Facts of the real Jira Cloud platform REST API v3 these tests rely on:
 * ``POST /rest/api/3/search/jql`` takes ``jql``, ``fields``, ``maxResults`` and ``nextPageToken``, and answers
   ``isLast`` and a ``nextPageToken`` for the next page. JQL dates (``"yyyy-MM-dd HH:mm"``) have minute
   precision and are read in the searching user's time zone (``timeZone`` of ``/rest/api/3/myself``).
+  ``creator`` (in JQL and in ``fields``) is the user who created the issue, whatever the ``reporter`` was set
+  to; ``currentUser()`` is the caller; ``created >= "yyyy-MM-dd HH:mm"`` takes the same date format.
+* Searches and the JQL checks (``jql/parse``, ``jql/match``) are POSTs that change nothing.
 * Timestamps look like ``2026-03-01T10:00:07.000+0100`` (offset without a colon).
 * ``/rest/api/3/user/search?query=`` matches e-mail addresses even when the user hides them; the response
   shows ``emailAddress`` only for users whose profile allows it.
@@ -36,13 +39,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.db import transaction
 
 from instances.connectors import ConnectorError, get_connector
-from instances.connectors.adf import text_to_adf
+from instances.connectors.adf import adf_to_text, text_to_adf
 from instances.connectors.jira import (
     JiraConnector,
     MultipartStream,
@@ -486,3 +490,106 @@ def test_create_refuses_an_unknown_status_before_creating_and_survives_a_failed_
     ]
     ref = jira.create_item({"summary": "x", "status": {"name": "Done"}})
     assert ref.key == "SUP-1" and len(fake.issues) == 1  # the id is not lost: no duplicate on retry
+
+
+# --- answers lost: find_created, read-only POSTs -----------------------------------------------------------
+
+
+def test_find_created_returns_the_nodes_issues_since_t_with_that_summary_newest_first(
+    fake: FakeJira, jira: JiraConnector
+) -> None:
+    fake.add_issue("Printer on fire", by=fake.me["accountId"])  # by the node, but before T (same minute)
+    since = fake.clock + timedelta(milliseconds=500)
+    first = jira.create_item({"summary": "Printer on fire"})
+    fake.add_issue("Printer on fire", by=fake.anna["accountId"])  # created by another user
+    jira.create_item({"summary": "Printer on fire, again"})  # another summary
+    # Created by the node, reported as Anna: the creator counts, not the reporter.
+    for_anna = jira.create_item(
+        {"summary": "Printer on fire", "reporter": {"accountId": fake.anna["accountId"]}}
+    )
+    second = jira.create_item({"summary": "Printer\non fire"})  # create_item writes it on one line
+    found = jira.find_created({"summary": "Printer\non fire", "project": {"key": "SUP"}}, since=since)
+    assert [r.key for r in found] == [second.key, for_anna.key, first.key]
+    assert found[0].url == f"{SITE}/browse/{second.key}" and found[0].updated.endswith("Z")
+    [search] = fake.requests_to("POST", r"/search/jql$")
+    # A day before T (09:00:00.5Z) in the user's zone (Europe/Berlin, UTC+1), then cut exactly here.
+    assert search.json["jql"] == (
+        'project = "SUP" AND creator = currentUser() AND created >= "2026-02-28 10:00" ORDER BY created DESC'
+    )
+    assert jira.find_created({"summary": "Nobody wrote this"}, since=since) == []
+
+
+def test_read_only_posts_are_retried_after_a_500_but_a_create_is_not(
+    fake: FakeJira, jira: JiraConnector, clock: FakeClock
+) -> None:
+    issue = fake.add_issue("x", by=fake.me["accountId"])
+    since = fake.clock - timedelta(minutes=1)
+    jira.me()  # read once, so that each failure below hits the POST
+    for read in (
+        lambda: jira.search_updated_since(None),
+        lambda: jira.query_validate("labels = sync"),
+        lambda: jira.query_matches("labels = sync", {"id": issue["id"]}),
+        lambda: jira.query_search("summary ~ x"),
+        lambda: jira.find_created({"summary": "x"}, since=since),
+    ):
+        before = len(fake.calls)
+        fake.fail_next(Reply(500, {"errorMessages": ["Internal server error"]}))
+        read()
+        assert [c.method for c in fake.calls[before:]].count("POST") == 2  # the 500, then the answer
+    assert [r.id for r in jira.find_created({"summary": "x"}, since=since)] == [issue["id"]]
+    jira.create_item({"summary": "y"})  # reads the project's issue types once
+    fake.fail_next(Reply(500, {"errorMessages": ["Internal server error"]}))
+    with pytest.raises(ConnectorError, match="may have done it") as err:
+        jira.create_item({"summary": "z"})  # not repeated: Jira may have created it
+    assert err.value.retryable and len(fake.requests_to("POST", r"/issue$")) == 2
+
+
+def _retry_now(twin_id: int) -> None:
+    """The retry the backoff would make a little later."""
+    from replicas import pipeline
+    from replicas.models import SyncEvent
+
+    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
+    pipeline.process_twin(twin_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(fake: FakeJira) -> None:
+    from connections.services import connection_create_local
+    from instances.tracker import services
+    from replicas import pipeline
+
+    desk = Instance.objects.create(name="Support desk", tracker_type="builtin")
+    project = services.project_create(instance=desk, key="DESK", name="Desk")
+    jira_instance = make_instance()
+    jira_instance.save()
+    to_jira, from_jira = connection_create_local(
+        name="Desk ⇄ Jira", instance_a=desk, instance_b=jira_instance
+    )
+    pipeline._META_CACHE.clear()
+    fake.clock = datetime.now(UTC)  # the pipeline looks for issues created since its event, by its own clock
+
+    issue = services.issue_create(project=project, actor="anna@example.com", summary="Lost in transit")
+    fake.lose_next_answer("POST", r"/rest/api/3/issue$")
+    pipeline.exalate(connection=to_jira, key=issue.key)
+    [copy] = fake.issues.values()  # Jira created it; the node never heard
+    jira_side = from_jira.twins.get()
+    event = jira_side.events.get(direction="in")
+    assert event.status == "pending" and "may have done it" in event.error
+
+    _retry_now(jira_side.pk)
+    jira_side.refresh_from_db()
+    assert jira_side.state == "synchronized", list(jira_side.events.values_list("status", "error"))
+    assert list(fake.issues) == [copy["id"]] and jira_side.local_id == copy["id"]  # adopted, not repeated
+    services.issue_update(issue=issue, actor="anna@example.com", summary="Found again")
+    assert copy["summary"] == "Found again"  # ...and it is the twin for good
+
+    fake.lose_next_answer("POST", r"/comment$")
+    services.comment_add(issue=issue, actor="anna@example.com", body="Said once")
+    assert len(fake.comments) == 1
+    assert "may have done it" in jira_side.events.get(status="pending").error
+    _retry_now(jira_side.pk)
+    jira_side.refresh_from_db()
+    assert jira_side.state == "synchronized", list(jira_side.events.values_list("status", "error"))
+    assert [adf_to_text(c["body"]) for c in fake.comments.values()] == ["Said once"]
+    assert [c.body for c in issue.comments.all()] == ["Said once"]  # and nothing came back

@@ -1,7 +1,8 @@
 """An in-memory GitHub (REST API 2022-11-28, issues of one repository), checked against GitHub's description.
 
 Implements what the connector uses: ``GET /user``; ``GET|POST /repos/{owner}/{repo}/issues`` (``state``,
-``since``, ``sort``, ``direction``, ``per_page``, ``page`` with a ``Link`` header); ``GET|PATCH
+``since`` (updated at or after), ``creator`` (the login that opened the issue), ``sort``, ``direction``,
+``per_page``, ``page`` with a ``Link`` header); ``GET|PATCH
 /repos/{owner}/{repo}/issues/{number}``; ``GET|POST .../issues/{number}/comments``; ``PATCH|DELETE
 .../issues/comments/{id}``; ``GET .../assignees``, ``.../labels``, ``.../milestones``; ``GET /search/issues``
 (a subset of the issue search syntax: ``repo:``, ``is:``, ``state:``, ``[-]label:``, ``no:``, ``assignee:``,
@@ -473,9 +474,13 @@ class FakeGitHub(ContractFake):
     def list_issues(self, call: Call) -> Reply:
         state = call.arg("state", "open")
         since = call.arg("since")
+        creator = call.arg("creator")
         items = [i for i in self.issues.values() if state == "all" or i["state"] == state]
         if since:
-            items = [i for i in items if i["updated_at"] >= since]  # at or after `since`
+            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            items = [i for i in items if _time(i["updated_at"]) >= when]  # at or after `since`
+        if creator:
+            items = [i for i in items if i["_user"].casefold() == creator.casefold()]  # who opened it
         key = "updated_at" if call.arg("sort", "created") == "updated" else "created_at"
         items.sort(key=lambda i: (i[key], i["number"]), reverse=call.arg("direction", "desc") == "desc")
         return self._page(call, [self.render_issue(i) for i in items])
@@ -720,6 +725,10 @@ class FakeGitHub(ContractFake):
             "updated_at": "2026-01-01T00:00:00Z",
             "license": None,
         }
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class SearchInvalid(Exception):

@@ -6,10 +6,13 @@ Implements what the connector uses: ``GET /rest/api/3/myself``, ``/project/{key}
 /issue/{id}/comment/{cid}``; ``POST /issue/{id}/attachments`` (multipart, ``X-Atlassian-Token: no-check``),
 ``DELETE /attachment/{id}``, ``GET /attachment/content/{id}``; ``POST /search/jql`` (the JQL the connector
 writes: project, ``updated >=`` in the user's time zone, ``ORDER BY updated ASC``; ``nextPageToken``), and
-``POST /jql/parse`` and ``/jql/match``. Trigger JQL is evaluated by ``Jql``, a small honest subset of JQL:
-clauses ``field op value`` joined by AND/OR/NOT and parentheses, operators ``= != ~ !~ > >= < <= IN, NOT
-IN, IS [NOT] EMPTY``, fields project, id, key, summary, status, priority, issuetype/type, labels, assignee,
-reporter; anything else gets Jira's own error message.
+``POST /jql/parse`` and ``/jql/match``. Trigger JQL (and ``find_created``'s) is evaluated by ``Jql``, a small
+honest subset of JQL: clauses ``field op value`` joined by AND/OR/NOT and parentheses, operators ``= != ~ !~
+> >= < <= IN, NOT IN, IS [NOT] EMPTY``, fields project, id, key, summary, status, priority, issuetype/type,
+labels, assignee, reporter, creator (the function ``currentUser()`` is the API user), created and updated
+(``> >= < <=`` with Jira's date formats ``yyyy/MM/dd HH:mm``, ``yyyy-MM-dd HH:mm``, ``yyyy/MM/dd``,
+``yyyy-MM-dd``, read in the user's time zone at minute precision); anything else gets Jira's own error
+message. Issues keep their ``creator`` (who created them) apart from the ``reporter`` (which can be changed).
 
 The workflow: To Do —'Start progress'→ In Progress —'Done'→ Done, 'Reopen' from Done to To Do, and 'Done'
 from To Do. ``webhook(...)`` builds a delivery as Jira Cloud sends it (its payloads are not in the OpenAPI
@@ -22,6 +25,7 @@ import base64
 import hashlib
 import hmac
 import json
+import operator
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -151,6 +155,7 @@ class FakeJira(ContractFake):
             "labels": [],
             "assignee": None,
             "reporter": by or self.anna["accountId"],
+            "creator": by or self.anna["accountId"],
             "duedate": None,
             "created": now,
             "updated": now,
@@ -267,6 +272,7 @@ class FakeJira(ContractFake):
             "labels": issue["labels"],
             "assignee": self.user(issue["assignee"]),
             "reporter": self.user(issue["reporter"]),
+            "creator": self.user(issue["creator"]),
             "duedate": issue["duedate"],
             "created": issue["created"],
             "updated": issue["updated"],
@@ -730,10 +736,12 @@ class FakeJira(ContractFake):
             return PRIORITIES[issue["priority"]] if issue["priority"] else None
         if field in ("issuetype", "type"):
             return ISSUE_TYPES[issue["issuetype"]]
-        if field in ("assignee", "reporter"):
+        if field in ("assignee", "reporter", "creator"):
             who = issue[field]
             return [who, self.users[who]["displayName"]] if who else None
-        return issue[field]  # summary, labels, created, updated
+        if field in ("created", "updated"):
+            return datetime.strptime(issue[field], "%Y-%m-%dT%H:%M:%S.%f%z")
+        return issue[field]  # summary, labels
 
     # --- webhooks ------------------------------------------------------------------------------------------
     def webhook(
@@ -784,8 +792,10 @@ class FakeJira(ContractFake):
 
 JQL_FIELDS = {
     "project", "id", "key", "issuekey", "summary", "status", "priority", "issuetype", "type", "labels",
-    "assignee", "reporter", "created", "updated",
+    "assignee", "reporter", "creator", "created", "updated",
 }  # fmt: skip
+RANGE_OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+JQL_DATE_FORMATS = ("%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M", "%Y/%m/%d", "%Y-%m-%d")
 JQL_OPERATORS = "'=', '!=', '<', '>', '<=', '>=', '~', '!~', 'IN', 'NOT IN', 'IS' and 'IS NOT'"
 _TOKEN = re.compile(r'\s*("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|!=|!~|>=|<=|[=~<>(),]|[^\s=!~<>(),"\']+)')
 
@@ -879,6 +889,11 @@ class Jql:
         assert token is not None
         if token[0] in "\"'":
             return re.sub(r"\\(.)", r"\1", token[1:-1])
+        if self.peek() == "(":  # a function call: only currentUser() in the fake
+            self.take()
+            if token.lower() != "currentuser" or self.take() != ")":
+                raise JqlError(f"Unable to find JQL function '{token}()'.")
+            return self.fake.me["accountId"]  # the fake authenticates only as the node's user
         return token
 
     def clause(self) -> Any:
@@ -915,6 +930,9 @@ class Jql:
         return lambda issue: self.compare(issue, field, op, values)
 
     def check_value(self, field: str, value: str) -> None:
+        if field in ("created", "updated"):
+            self.date(field, value)
+            return
         known = {
             "status": [s for s, _ in STATUSES.values()],
             "priority": list(PRIORITIES.values()),
@@ -929,8 +947,25 @@ class Jql:
         if known is not None and value.casefold() not in {k.casefold() for k in known}:
             raise JqlError(f"The value '{value}' does not exist for the field '{field}'.")
 
+    def date(self, field: str, value: str) -> datetime:
+        """A JQL date value, read in the searching user's time zone (minute precision at most)."""
+        for fmt in JQL_DATE_FORMATS:
+            try:
+                return datetime.strptime(value, fmt).replace(tzinfo=ZoneInfo(self.fake.time_zone))
+            except ValueError:
+                continue
+        raise JqlError(
+            f"Date value '{value}' for field '{field}' is invalid. Valid formats include: "
+            "'yyyy/MM/dd HH:mm', 'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period format e.g. "
+            "'-5d', '4w 2d'."
+        )
+
     def compare(self, issue: dict[str, Any], field: str, op: str, values: list[str]) -> bool:
         actual = self.fake.jql_value(issue, field)
+        if field in ("created", "updated"):
+            if op not in (">", ">=", "<", "<="):
+                raise JqlError(f"The operator '{op}' is not supported by the '{field}' field in the fake.")
+            return bool(RANGE_OPERATORS[op](actual, self.date(field, values[0])))
         have = [
             str(a).casefold() for a in (actual if isinstance(actual, list) else [actual]) if a is not None
         ]
