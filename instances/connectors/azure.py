@@ -24,6 +24,13 @@ parent, and every ``Custom.*`` field a custom field (by its name without ``Custo
 * Attachments are uploaded to ``_apis/wit/attachments?fileName=`` and linked with an ``AttachedFile``
   relation (one patch); deleting one removes the relation (the blob stays, as in the web UI). Their id in
   the hubIssue is the attachment's GUID; Azure DevOps records no content hash (``sha256`` is None).
+* Retries: WIQL queries are POSTs that only read, flagged ``idempotent`` so the HTTP seam repeats them like
+  any read. Creating a work item, adding a comment and uploading a file are POSTs it does not repeat once
+  Azure DevOps may have carried them out (lost answer, timeout, 5xx): the pipeline looks for what the
+  earlier attempt wrote (``find_created``; unlinked comments with the same text, attachments with the same
+  name and size). Patches are repeated: each starts with ``test /rev``, so a repeat of one that was carried
+  out fails with 412 and changes nothing; ``_patch`` then reads the item again and builds the patch anew
+  (linking an attachment adds nothing when its relation is there already).
 * Polling (``search_updated_since``) runs WIQL on ``System.ChangedDate`` with ``timePrecision=true`` (without
   it WIQL compares dates only), then reads the changed dates of the ids it got.
 * Triggers hold a WIQL condition (what follows ``WHERE`` in a work item query, e.g. ``[System.Tags]
@@ -45,7 +52,7 @@ import json
 import mimetypes
 import re
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 from urllib.parse import quote, urlencode
 
@@ -62,6 +69,7 @@ V_TYPES = "7.2-preview.2"
 V_STATES = "7.2-preview.1"
 
 OVERLAP = timedelta(seconds=10)
+FIND_CREATED_TOP = 200  # the batch read takes at most 200 ids
 CONFLICTS = (409, 412)
 PRIORITIES = ["1", "2", "3", "4"]
 FIELD = {
@@ -300,6 +308,7 @@ class AzureDevOpsConnector(Connector):
             ),
             {"query": wiql},
             action="query the work items changed recently",
+            idempotent=True,  # a query: changes nothing
         )
         ids = [str(w["id"]) for w in result.get("workItems") or []]
         refs: list[ItemRef] = []
@@ -331,6 +340,71 @@ class AzureDevOpsConnector(Connector):
         if newest:
             _seen.forget_before(self.account, common.parse_ts(newest) - 2 * OVERLAP)
         return refs, newest
+
+    def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
+        """Work items the PAT's user created in the project at or after ``since`` with the title
+        ``create_item`` would give, newest first: one WIQL query and one batch read.
+
+        WIQL (``POST {project}/{team}/_apis/wit/wiql``) filters on ``[System.TeamProject] = @project``,
+        ``[System.CreatedBy] = @Me`` (the identity the PAT belongs to: exact), ``[System.Title]`` (``=`` is
+        case-insensitive) and ``[System.CreatedDate]``. Without ``timePrecision=true`` WIQL compares dates
+        only and refuses a date with a time ("You cannot supply a time with the date when running a query
+        using date precision"), and a date may be read in the user's time zone: the query asks from the day
+        before ``since``'s (UTC) date, which covers every zone, and the exact time, the exact title and the
+        project are checked here on ``System.CreatedDate``/``System.Title`` from the batch read.
+        """
+        title = str(fields.get("summary") or "(no summary)")  # as _ops writes System.Title
+        day = (since.astimezone(UTC) - timedelta(days=1)).date().isoformat()
+        # Quotes in the title are doubled (WIQL's escape); the date is formatted here.
+        titles = " OR ".join(
+            "[System.Title] = '" + t.replace("'", "''") + "'" for t in dict.fromkeys([title, title.strip()])
+        )
+        where = (
+            "[System.TeamProject] = @project AND [System.CreatedBy] = @Me "
+            f"AND [System.CreatedDate] >= '{day}' AND ({titles})"
+        )
+        wiql = (
+            f"SELECT [System.Id] FROM WorkItems WHERE {where} "  # noqa: S608
+            "ORDER BY [System.CreatedDate] DESC, [System.Id] DESC"
+        )
+        team = self._settings().get("team") or f"{self.project} Team"
+        result = self.http.send_json(
+            "POST",
+            f"{quote(self.project)}/{quote(team)}/_apis/wit/wiql?"
+            + urlencode({"$top": FIND_CREATED_TOP, "api-version": V_WIQL}),
+            {"query": wiql},
+            action="look for a work item an earlier attempt created",
+            idempotent=True,  # a query: changes nothing
+        )
+        ids = [str(w["id"]) for w in result.get("workItems") or []][:FIND_CREATED_TOP]
+        if not ids:
+            return []
+        rows = self.http.get_json(
+            self._p(
+                "workitems",
+                ids=",".join(ids),
+                fields="System.Id,System.Title,System.CreatedDate,System.ChangedDate,System.TeamProject",
+                errorPolicy="omit",
+                **{"api-version": V_WORKITEMS},
+            ),
+            action="read the work items an earlier attempt may have created",
+        )
+        rows = [r for r in (rows.get("value") if isinstance(rows, dict) else rows) or [] if r]
+
+        def wanted(raw: Mapping[str, Any]) -> bool:
+            f = raw.get("fields") or {}
+            return (
+                bool(f.get("System.CreatedDate"))
+                and common.parse_ts(f["System.CreatedDate"]) >= since
+                and str(f.get("System.Title") or "").strip() == title.strip()
+                and str(f.get("System.TeamProject") or self.project).casefold() == self.project.casefold()
+            )
+
+        mine = [raw for raw in rows if wanted(raw)]
+        mine.sort(
+            key=lambda r: (common.parse_ts(r["fields"]["System.CreatedDate"]), int(r["id"])), reverse=True
+        )
+        return [self.ref(raw) for raw in mine]
 
     def metadata(self) -> dict[str, list[Any]]:
         types = self.http.get_json(
@@ -512,7 +586,16 @@ class AzureDevOpsConnector(Connector):
             "path": "/relations/-",
             "value": {"rel": "AttachedFile", "url": ref["url"], "attributes": {"comment": ""}},
         }
-        self._patch(item_id, lambda raw: [relation], action=f"attach {filename} to work item {item_id}")
+
+        def build(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
+            # After a 412 the item is read again: an earlier patch whose answer was lost may have linked it.
+            linked = any(
+                rel.get("rel") == "AttachedFile" and str(ref["id"]).lower() in (rel.get("url") or "").lower()
+                for rel in raw.get("relations") or []
+            )
+            return [] if linked else [relation]
+
+        self._patch(item_id, build, action=f"attach {filename} to work item {item_id}")
         return str(ref["id"])
 
     def delete_attachment(self, item_id: str, attachment_id: str) -> None:
@@ -564,6 +647,7 @@ class AzureDevOpsConnector(Connector):
             json={"query": wiql},
             action=action,
             ok_statuses=(400,),
+            idempotent=True,  # a query: changes nothing
         )
         data = response.json() if response.content else {}
         if response.status_code == 400:

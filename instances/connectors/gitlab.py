@@ -29,6 +29,11 @@ other labels are the labels; the first assignee is the assignee, the author the 
   checks the values (400) but ignores unknown parameters, so names are checked against the documented
   filters first. One item: ``iids[]=<iid>``; pages: ``order_by=created_at&sort=asc`` from the creation
   time of the last issue (``created_after``, inclusive), cut after it by (time, iid).
+* Retries: every read is a GET. Creating an issue, adding a note and uploading a file are POSTs, which the
+  HTTP seam does not repeat once GitLab may have carried them out (lost answer, timeout, 5xx); the pipeline
+  then looks for what the earlier attempt wrote: ``find_created`` for an issue (the token's user's issues
+  created since then with the same title), unlinked notes with the same text. Edits (``PUT``) set values and
+  are repeated as usual.
 * ``is_own_change``: the node remembers the ``updated_at`` its writes left; a webhook body's ``user`` (who
   made the change) is compared with the token's user.
 """
@@ -38,7 +43,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import IO, Any
 from urllib.parse import quote, unquote
 
@@ -317,6 +322,55 @@ class GitLabConnector(Connector):
         if newest:
             _seen.forget_before(self.account, common.parse_ts(newest) - 2 * OVERLAP)
         return refs, newest
+
+    def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
+        """Issues the token's user opened in the project at or after ``since`` with the title ``create_item``
+        would give, newest first (at most two pages of the issue list).
+
+        GitLab's ``GET /projects/:id/issues`` (Issues API) filters by ``author_id`` (with ``scope=all``), by
+        ``created_after`` ("created on or after", ISO 8601) and by ``search`` limited to the title with
+        ``in=title``, and sorts with ``order_by=created_at&sort=desc``; ``state=all`` lists closed issues too.
+        The server filters are only wider than wanted: the search matches the title's words, not the whole
+        title, and ``created_after`` is sent cut to the second (``created_at`` has milliseconds). So the exact
+        checks are made here: the author's id is the token's user's (``GET /user``), ``created_at`` >= since,
+        and the title equals the one create_item writes (both without surrounding whitespace).
+        """
+        title = str(self._body({"summary": fields.get("summary")}, None)["title"]).strip()
+        me = self.me()["id"]
+        params: dict[str, Any] = {
+            "author_id": me,
+            "scope": "all",
+            "state": "all",
+            "created_after": common.iso(since),
+            "search": title,
+            "in": "title",
+            "order_by": "created_at",
+            "sort": "desc",
+            "per_page": PER_PAGE,
+        }
+        found: list[dict[str, Any]] = []
+        page: str | None = "1"
+        for _ in range(2):
+            if not page:
+                break
+            response = self.http.request(
+                "GET",
+                self._p("issues"),
+                params={**params, "page": page},
+                action="look for an issue an earlier attempt created",
+            )
+            found += response.json()
+            page = response.headers.get("X-Next-Page") or None
+        mine = [
+            issue
+            for issue in found
+            if (issue.get("author") or {}).get("id") == me
+            and issue.get("created_at")
+            and common.parse_ts(issue["created_at"]) >= since
+            and (issue.get("title") or "").strip() == title
+        ]
+        mine.sort(key=lambda i: (common.parse_ts(i["created_at"]), int(i["iid"])), reverse=True)
+        return [self.ref(issue) for issue in mine]
 
     def metadata(self) -> dict[str, list[Any]]:
         labels = [

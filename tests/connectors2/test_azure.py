@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -372,3 +373,117 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     writes = len(server.writes())
     pair.deliver(hook)  # a redelivered hook changes nothing
     assert len(server.writes()) == writes
+
+
+# --- requests whose answer was lost ------------------------------------------------------------------------
+# Facts relied on (WIQL syntax reference, the 7.2 description): WIQL is a POST that only reads; ``@Me`` is the
+# PAT's user and ``[System.CreatedBy]`` the creator; without ``timePrecision=true`` dates compare as dates and
+# a literal with a time is refused ("You cannot supply a time with the date when running a query using date
+# precision"); ``ORDER BY … DESC``; the batch read ``workitems?ids=&fields=`` returns the fields asked for.
+
+
+def test_find_created_returns_the_accounts_items_since_then_with_that_title(azure, server):  # type: ignore[no-untyped-def]
+    server.clock.advance(3600)
+    early = azure.create_item({"summary": "Printer on fire"})  # the same day as ``since``, but before it
+    server.clock.advance(1)
+    since = server.clock.now()
+    server.clock.advance(1)
+    first = azure.create_item({"summary": "Printer on fire"})
+    azure.create_item({"summary": "Printer on fire, again"})
+    azure.create_item({"summary": "printer on fire"})  # WIQL's = ignores case; the node does not
+    server.human_create("Printer on fire")  # a person's
+    server.clock.advance(1)
+    second = azure.create_item({"summary": "Printer on fire", "type": {"name": "Bug"}})
+    azure.create_item({"summary": "Scanner on fire"})
+    server.fail_next(500)  # the query is a read: repeated by the client
+    found = azure.find_created({"summary": "Printer on fire", "labels": ["hw"]}, since=since)
+    assert [r.id for r in found] == [second.id, first.id] and early.id not in [r.id for r in found]
+    assert found[0] == azure.find_item(second.id)
+    query = [c for c in server.calls if c.path.endswith("/wiql")][-1]
+    assert "timePrecision" not in query.query
+    assert "[System.CreatedBy] = @Me" in query.json()["query"]
+    assert (
+        f"[System.CreatedDate] >= '{(since - timedelta(days=1)).date().isoformat()}'" in query.json()["query"]
+    )
+    assert azure.find_created({"summary": "Printer on fire"}, since=server.clock.now()) == []
+    quoted = azure.create_item({"summary": "Ed's printer"})
+    assert [r.id for r in azure.find_created({"summary": "Ed's printer"}, since=since)] == [quoted.id]
+
+
+def test_a_wiql_date_with_a_time_needs_time_precision(azure, server):  # type: ignore[no-untyped-def]
+    azure.create_item({"summary": "x"})
+    with pytest.raises(ConnectorError, match="cannot supply a time with the date"):
+        azure.query_validate("[System.CreatedDate] >= '2026-03-01T08:00:00Z'")
+    assert azure.query_search("[System.CreatedDate] >= '2026-03-01'") != []
+
+
+def test_read_only_queries_are_repeated_after_a_server_error(azure, server):  # type: ignore[no-untyped-def]
+    ref = azure.create_item({"summary": "x", "labels": ["sync"]})
+    server.fail_next(500)
+    refs, _ = azure.search_updated_since(None)
+    assert [r.id for r in refs] == [ref.id]
+    server.fail_next(502)
+    assert [r.id for r in azure.query_search("[System.Tags] CONTAINS 'sync'")] == [ref.id]
+    server.fail_next(500)
+    assert azure.query_matches("[System.Tags] CONTAINS 'sync'", {"id": ref.id})
+    server.fail_next(500)  # a create is not a read: not repeated, the pipeline checks first
+    with pytest.raises(ConnectorError, match="may have done it anyway") as err:
+        azure.create_item({"summary": "y"})
+    assert err.value.retryable
+
+
+def test_an_attachment_link_whose_answer_was_lost_is_not_added_twice(azure, server):  # type: ignore[no-untyped-def]
+    ref = azure.create_item({"summary": "x"})
+    server.lose_next_answer("PATCH", r"/workitems/\d+$")
+    aid = azure.add_attachment(
+        ref.id, filename="log.txt", mime_type="text/plain", content=io.BytesIO(b"trace")
+    )
+    assert not server.lose
+    assert [a["id"] for a in azure.get_item(ref.id)["attachments"]] == [aid]
+    assert [c.method for c in server.calls if c.path.endswith(f"/workitems/{ref.id}")][-4:] == [
+        "PATCH",  # carried out, answer lost
+        "PATCH",  # repeated: refused, the revision moved on (412)
+        "GET",  # read again: the relation is there
+        "GET",
+    ]
+
+
+def _retry_now(twin_id: int) -> None:
+    """The retry the backoff would make a little later."""
+    from replicas import pipeline
+    from replicas.models import SyncEvent
+
+    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
+    pipeline.process_twin(twin_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
+    from tests.connectors2.pipeline_helpers import Pair
+
+    pair = Pair.create("azure", server.base_url, {"pat": server.pat}, {"project": "Demo"})
+    server.clock.catch_up()  # the node looks for items created since the event (its own, real clock)
+    issue = pair.builtin_issue()
+    server.lose_next_answer("POST", r"/workitems/\$Task$")
+    pair.exalate(issue)
+    assert not server.lose, "the create was not sent"
+    twin = pair.side_tracker.twins.get()
+    event = twin.events.get(direction="in")
+    assert event.status == "pending" and "may have done it" in event.error
+    assert len(server.items) == 1
+
+    _retry_now(twin.pk)
+    twin.refresh_from_db()
+    assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
+    (item,) = server.items.values()  # adopted: still one work item
+    assert twin.local_id == str(item["id"])
+    pair.edit_builtin(issue, summary="Found again")
+    assert [i["fields"]["System.Title"] for i in server.items.values()] == ["Found again"]
+
+    server.lose_next_answer("POST", r"/workItems/\d+/comments$")
+    pair.comment_builtin(issue, "Said once")
+    assert not server.lose, "the comment was not sent"
+    assert twin.events.filter(status="pending").exists()
+    _retry_now(twin.pk)
+    assert [c["text"] for c in server.comments[item["id"]]] == ["Said once"]
+    pair.assert_settled()

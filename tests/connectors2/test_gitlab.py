@@ -293,3 +293,79 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     pair.poll()
     assert len(server.writes()) == writes
     pair.assert_settled()
+
+
+# --- a create or a note whose answer was lost -------------------------------------------------------------
+# Facts relied on (Issues API): ``GET /projects/:id/issues`` filters by ``author_id`` (with ``scope=all``),
+# ``created_after`` (on or after, ISO 8601) and ``search`` with ``in=title``, sorts by
+# ``order_by=created_at&sort=desc``; ``GET /user`` is the token's user.
+
+
+def test_find_created_returns_the_accounts_issues_since_then_with_that_title(gitlab, server):  # type: ignore[no-untyped-def]
+    server.clock.advance(0.5)
+    early = gitlab.create_item({"summary": "Printer on fire"})  # the same second as ``since``, but before it
+    server.clock.advance(0.1)
+    since = server.clock.now()
+    server.clock.advance(1)
+    first = gitlab.create_item({"summary": "Printer on fire"})
+    gitlab.create_item({"summary": "Printer on fire, again"})  # other title (the search still finds it)
+    server.human_issue("Printer on fire", by=2)  # another user's
+    server.clock.advance(1)
+    second = gitlab.create_item({"summary": "Printer on fire", "status": {"name": "Closed"}})
+    gitlab.create_item({"summary": "Scanner on fire"})
+    server.fail_next(500)  # a read: repeated by the client
+    found = gitlab.find_created({"summary": "Printer on fire", "labels": ["hw"]}, since=since)
+    assert [r.id for r in found] == [second.id, first.id] and early.id not in [r.id for r in found]
+    listing = [c for c in server.calls if c.method == "GET" and c.path.endswith("/issues")][-1]
+    assert listing.query["author_id"] == "1" and listing.query["in"] == "title"
+    assert listing.query["created_after"] == since.strftime("%Y-%m-%dT%H:%M:%SZ")  # cut to the second
+    assert (listing.query["order_by"], listing.query["sort"], listing.query["state"]) == (
+        "created_at",
+        "desc",
+        "all",
+    )
+    assert gitlab.find_created({"summary": "Printer on fire"}, since=server.clock.now()) == []
+    assert [r.id for r in gitlab.find_created({"summary": None}, since=since)] == []
+    untitled = gitlab.create_item({})
+    assert [r.id for r in gitlab.find_created({}, since=since)] == [untitled.id]  # "(no summary)"
+
+
+def _retry_now(twin_id: int) -> None:
+    """The retry the backoff would make a little later."""
+    from replicas import pipeline
+    from replicas.models import SyncEvent
+
+    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
+    pipeline.process_twin(twin_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_and_a_note_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
+    from tests.connectors2.pipeline_helpers import Pair
+
+    pair = Pair.create("gitlab", server.host, {"token": server.token}, {"project": server.project_path})
+    server.clock.catch_up()  # the node looks for items created since the event (its own, real clock)
+    issue = pair.builtin_issue()
+    server.lose_next_answer("POST", r"/issues$")
+    pair.exalate(issue)
+    assert not server.lose, "the create was not sent"
+    twin = pair.side_tracker.twins.get()
+    event = twin.events.get(direction="in")
+    assert event.status == "pending" and "may have done it" in event.error
+    assert len(server.issues) == 1
+
+    _retry_now(twin.pk)
+    twin.refresh_from_db()
+    assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
+    (gl,) = server.issues.values()  # adopted: still one issue
+    assert twin.local_id == str(gl["iid"])
+    pair.edit_builtin(issue, summary="Found again")
+    assert [i["title"] for i in server.issues.values()] == ["Found again"]
+
+    server.lose_next_answer("POST", r"/issues/\d+/notes$")
+    pair.comment_builtin(issue, "Said once")
+    assert not server.lose, "the note was not sent"
+    assert twin.events.filter(status="pending").exists()
+    _retry_now(twin.pk)
+    assert [n["body"] for n in server.notes[gl["iid"]]] == ["Said once"]
+    pair.assert_settled()

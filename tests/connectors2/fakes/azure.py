@@ -10,7 +10,8 @@ work items have a ``rev`` that every change (fields, relations, comments) increm
 ``test`` on ``/rev`` fail with 412 when the revision is stale; unknown fields give 400 (TF51535), a state
 the type does not have gives 400; collections come as ``{count, value}``; WIQL compares dates only unless
 ``timePrecision=true``; WIQL conditions are evaluated by ``Wiql`` (a subset: ``[Field] op value`` with
-``= <> > < >= <= CONTAINS, NOT CONTAINS, IN, NOT IN``, AND/OR/NOT and parentheses, ``@project``, ``ORDER BY``;
+``= <> > < >= <= CONTAINS, NOT CONTAINS, IN, NOT IN``, AND/OR/NOT and parentheses, ``@project``, ``@Me``,
+``ORDER BY`` with ``ASC``/``DESC``; date fields by date, or by time with ``timePrecision``;
 unknown fields and syntax errors answer 400 with Azure DevOps' TF51005/TF51006 messages); attachments are
 uploaded first and linked by an ``AttachedFile`` relation; comments are separate resources
 (``comments?format=markdown``) and deleted ones are flagged ``isDeleted``.
@@ -19,11 +20,14 @@ uploaded first and linked by an ``AttachedFile`` relation; comments are separate
 from __future__ import annotations
 
 import base64
+import json
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import unquote
+
+from requests.structures import CaseInsensitiveDict
 
 from tests.connectors2.fakes.base import Call, FakeClock, FakeServer, HttpError, Reply
 from tests.connectors2.swagger import SwaggerContract
@@ -236,6 +240,16 @@ class FakeAzureDevOps(FakeServer):
         finally:
             self.actor = previous
 
+    def human_create(self, title: str, by: str = "pat.person@acme.example", wtype: str = "Task") -> int:
+        """A work item created in the web UI by ``by``; its id."""
+        previous, self.actor = self.actor, self.identity(by)
+        try:
+            body = json.dumps([{"op": "add", "path": "/fields/System.Title", "value": title}]).encode()
+            item = self.create(Call("POST", "", "", {}, CaseInsensitiveDict(), body), self.project, wtype)
+            return item["id"]
+        finally:
+            self.actor = previous
+
     def human_comment(self, wid: int, text: str, by: str = "pat.person@acme.example") -> int:
         previous, self.actor = self.actor, self.identity(by)
         try:
@@ -346,9 +360,10 @@ class FakeAzureDevOps(FakeServer):
 
     def wiql(self, call: Call, project: str, team: str) -> dict[str, Any]:
         query = call.json()["query"]
+        precise = call.query.get("timePrecision", "").lower() == "true"
         if "[System.ChangedDate] >=" not in query:
             return self.wiql_result(
-                Wiql(self, unquote(project), query).run(int(call.query.get("$top", 20000)))
+                Wiql(self, unquote(project), query, precise=precise).run(int(call.query.get("$top", 20000)))
             )
         match = re.search(r"\[System\.ChangedDate\]\s*>=\s*'([^']+)'", query)
         since = (
@@ -356,7 +371,6 @@ class FakeAzureDevOps(FakeServer):
             if match
             else datetime.min.replace(tzinfo=UTC)
         )
-        precise = call.query.get("timePrecision", "").lower() == "true"
 
         def changed(item: dict[str, Any]) -> datetime:
             return datetime.fromisoformat(item["fields"]["System.ChangedDate"].replace("Z", "+00:00"))
@@ -495,12 +509,19 @@ _WIQL_TOKEN = re.compile(
 )
 
 
-class Wiql:
-    """``SELECT … FROM WorkItems WHERE … ORDER BY …``: parsed at once (HttpError 400 with Azure DevOps'
-    message when it is not valid), then run over the fake's work items."""
+DATE_FIELDS = {"System.CreatedDate", "System.ChangedDate"}
 
-    def __init__(self, fake: FakeAzureDevOps, project: str, text: str) -> None:
-        self.fake, self.project = fake, project
+
+class Wiql:
+    """``SELECT … FROM WorkItems WHERE … ORDER BY … [ASC|DESC]``: parsed at once (HttpError 400 with Azure
+    DevOps' message when it is not valid), then run over the fake's work items.
+
+    ``@project`` is the project of the URL, ``@Me`` the PAT's user (the node). Date fields compare dates only
+    unless the query runs with ``timePrecision=true``; without it a date with a time is refused, as Azure
+    DevOps does. A date without a time zone is read in the user's zone, which is UTC here."""
+
+    def __init__(self, fake: FakeAzureDevOps, project: str, text: str, *, precise: bool = False) -> None:
+        self.fake, self.project, self.precise = fake, project, precise
         self.tokens = [m.group(1) for m in _WIQL_TOKEN.finditer(text) if m.group(1)]
         self.i = 0
         self.expect_word("select")
@@ -515,14 +536,14 @@ class Wiql:
         if self.peek_word() == "where":
             self.take()
             self.where = self.or_()
-        self.order: list[str] = []
+        self.order: list[tuple[str, bool]] = []  # (field, descending)
         if self.peek_word() == "order":
             self.take()
             self.expect_word("by")
-            self.order.append(self.field())
+            self.order.append(self.sort_key())
             while self.peek() == ",":
                 self.take()
-                self.order.append(self.field())
+                self.order.append(self.sort_key())
         if self.peek() is not None:
             self.fail("TF51006", "Expecting end of string", self.peek())
 
@@ -555,6 +576,12 @@ class Wiql:
         if name not in WIQL_FIELDS and name not in self.fake.custom_fields:
             self.fail("TF51005", "The query references a field that does not exist", token)
         return name
+
+    def sort_key(self) -> tuple[str, bool]:
+        name = self.field()
+        if self.peek_word() in ("asc", "desc"):
+            return name, (self.take() or "").lower() == "desc"
+        return name, False
 
     def or_(self) -> Any:
         left = self.and_()
@@ -594,6 +621,8 @@ class Wiql:
             return token[1:-1].replace("''", "'")
         if token.lower() == "@project":
             return self.project
+        if token.lower() == "@me":
+            return self.fake.node_identity["uniqueName"]
         if re.fullmatch(r"-?\d+(?:\.\d+)?", token):
             return float(token) if "." in token else int(token)
         self.fail("TF51006", "Expecting a value", token)
@@ -618,7 +647,33 @@ class Wiql:
                 self.fail("TF51006", "Expecting )", self.peek())
         else:
             values = [self.value()]
+        if name in DATE_FIELDS:
+            values = [self.moment(v, f"[{name}] {op} '{v}'") for v in values]
+            return lambda item: self.compare(self.moment(self.get(item, name)), name, op, values)
         return lambda item: self.compare(self.get(item, name), name, op, values)
+
+    def moment(self, value: Any, clause: str | None = None) -> datetime | date | None:
+        """A date field's value or a literal: a time (UTC) with ``timePrecision``, else a date. ``clause``:
+        the literal's clause, named in the error when it has a time but the query uses date precision."""
+        if value in (None, ""):
+            return None
+        text = str(value).strip()
+        if clause is not None and not self.precise and re.search(r"\d[T ]\d", text):
+            raise HttpError(
+                400,
+                {
+                    "message": "You cannot supply a time with the date when running a query using date "
+                    f"precision. The error is caused by «{clause}»."
+                },
+            )
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise HttpError(
+                400, {"message": f"TF51006: Expecting a date. The error is caused by «'{text}'»."}
+            )
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        return when if self.precise else when.astimezone(UTC).date()
 
     @staticmethod
     def get(item: dict[str, Any], name: str) -> Any:
@@ -653,6 +708,6 @@ class Wiql:
 
     def run(self, top: int) -> list[dict[str, Any]]:
         hits = [i for i in self.fake.items.values() if self.where(i)]
-        for name in reversed(self.order):
-            hits.sort(key=lambda i, n=name: (self.get(i, n) is None, self.get(i, n) or 0))
+        for name, descending in reversed(self.order):
+            hits.sort(key=lambda i, n=name: (self.get(i, n) is None, self.get(i, n) or 0), reverse=descending)
         return hits[:top]

@@ -3,11 +3,14 @@ description is available here; the facts relied on are listed in ``tests/connect
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
+
+from requests.structures import CaseInsensitiveDict
 
 from tests.connectors2.fakes.base import Call, FakeClock, FakeServer, HttpError, Reply
 
@@ -153,6 +156,17 @@ class FakeGitLab(FakeServer):
         self.apply(issue, body)
         self.touch(issue)
 
+    def human_issue(self, title: str, by: int = 2) -> int:
+        """An issue opened in the web UI by user ``by``; its iid."""
+        previous, self.actor = self.actor, self.users[by]
+        try:
+            return self.create_issue(
+                Call("POST", "", "", {}, CaseInsensitiveDict(), json.dumps({"title": title}).encode()),
+                self.project_path,
+            ).body["iid"]
+        finally:
+            self.actor = previous
+
     def human_note(self, iid: int, text: str, by: int = 2, internal: bool = False) -> int:
         return self._note(self.issues[iid], text, self.users[by], internal)["id"]
 
@@ -203,9 +217,10 @@ class FakeGitLab(FakeServer):
 
     def list_issues(self, call: Call, pid: str) -> Reply:
         """Filters: ``state``, ``labels`` (all of them; ``None``/``Any``), ``not[labels]``, ``iids[]``,
-        ``author_username``, ``assignee_username``, ``search`` (title and description), ``issue_type``,
-        ``created_after`` (inclusive); values are checked as GitLab does (400 ``{"error": "<param> does not
-        have a valid value"}``), unknown parameters are ignored."""
+        ``author_id``/``author_username`` (mutually exclusive), ``assignee_username``, ``search`` (every word
+        of it, case-insensitively, in the title and description, or only in the fields ``in`` names),
+        ``issue_type``, ``created_after`` (inclusive); values are checked as GitLab does (400 ``{"error":
+        "<param> does not have a valid value"}``), unknown parameters are ignored."""
         self.check_project(pid)
         q = call.query
         checks = {
@@ -218,6 +233,13 @@ class FakeGitLab(FakeServer):
         for name, allowed in checks.items():
             if name in q and q[name] not in allowed:
                 raise HttpError(400, {"error": f"{name} does not have a valid value"})
+        if "author_id" in q and "author_username" in q:
+            raise HttpError(400, {"error": "author_id, author_username are mutually exclusive"})
+        if "author_id" in q and not q["author_id"].isdigit() and q["author_id"] not in ("None", "Any"):
+            raise HttpError(400, {"error": "author_id is invalid"})
+        searched = [x.strip() for x in q.get("in", "title,description").split(",")]
+        if not searched or any(x not in ("title", "description") for x in searched):
+            raise HttpError(400, {"error": "in does not have a valid value"})
         for name in ("created_after", "created_before", "updated_after", "updated_before"):
             if name in q:
                 try:
@@ -242,11 +264,17 @@ class FakeGitLab(FakeServer):
             rows = [i for i in rows if str(i["iid"]) == q["iids[]"]]
         if "author_username" in q:
             rows = [i for i in rows if i["author"]["username"] == q["author_username"]]
+        if q.get("author_id", "").isdigit():
+            rows = [i for i in rows if i["author"]["id"] == int(q["author_id"])]
         if "assignee_username" in q:
             rows = [i for i in rows if q["assignee_username"] in [a["username"] for a in i["assignees"]]]
-        if "search" in q:
-            text = q["search"].lower()
-            rows = [i for i in rows if text in f"{i['title']} {i['description'] or ''}".lower()]
+        if q.get("search"):
+            words = q["search"].lower().split()
+
+            def haystack(issue: dict[str, Any]) -> str:
+                return " ".join(str(issue.get(field) or "") for field in searched).lower()
+
+            rows = [i for i in rows if all(word in haystack(i) for word in words)]
         if "issue_type" in q:
             rows = [i for i in rows if i["issue_type"] == q["issue_type"]]
         if q.get("created_after"):
