@@ -994,15 +994,15 @@ def _same_text(a: Any, b: Any) -> bool:
 
 
 def _same_file(local: dict[str, Any], incoming: dict[str, Any]) -> bool:
+    """Same name, and the same size and SHA-256 where both sides know them (a tracker that reports
+    neither for its attachments, like GitLab, is matched by name)."""
     if (local.get("filename") or "") != (incoming.get("filename") or ""):
         return False
-    known = False
     for field in ("size", "sha256"):
         if local.get(field) is not None and incoming.get(field) is not None:
             if str(local[field]).lower() != str(incoming[field]).lower():
                 return False
-            known = True
-    return known
+    return True
 
 
 def _adopt(
