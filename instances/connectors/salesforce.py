@@ -33,6 +33,12 @@ is a custom field; ``ParentId`` the parent.
   with the shared secret in ``X-Exalate-Token`` (Outbound Messages, SOAP without a secret, are not
   accepted).
 * ``is_own_change``: ``LastModifiedById`` is the token's user (the ``id`` URL of the token response).
+* Retries: the OAuth token request is a POST that changes nothing, flagged so the HTTP seam repeats it like a
+  read (SOQL queries are GETs). Creating a record, a CaseComment or a file is a POST that the seam does not
+  repeat once Salesforce may have carried it out (lost answer, timeout, 5xx); the pipeline then looks for what
+  the earlier attempt wrote: ``find_created`` for a record (SOQL on ``CreatedById``, ``CreatedDate`` and
+  ``Subject``), an unlinked comment with the same text, a file with the same name and size. Field updates
+  (``PATCH``) set values and are repeated as usual.
 * Errors: Salesforce answers a list ``[{errorCode, message, fields}]``; the message quotes it.
   ``REQUEST_LIMIT_EXCEEDED`` (the org's daily API limit) is retryable.
 """
@@ -43,7 +49,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -169,6 +175,7 @@ class SalesforceConnector(Connector):
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             action="get an OAuth token",
             ok_statuses=(400, 401),
+            idempotent=True,  # a token request changes nothing: repeated after a failure like a read
         )
         body = response.json() if response.content else {}
         if response.status_code != 200 or "access_token" not in body:
@@ -409,6 +416,43 @@ class SalesforceConnector(Connector):
             _seen.forget_before(self.account, common.parse_ts(newest) - 2 * OVERLAP)
         return refs, newest
 
+    def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
+        """Records the token's user created at or after ``since`` with the subject ``create_item`` would
+        give, newest first (one SOQL query).
+
+        SOQL facts (SOQL and SOSL Reference): every record has ``CreatedById`` and ``CreatedDate``; a
+        dateTime literal is unquoted ISO 8601 in UTC (``2026-03-01T09:00:00Z``); string comparison with
+        ``=`` ignores case; ``ORDER BY CreatedDate DESC`` sorts newest first. The token's user is the last
+        segment of the token response's ``id`` URL (``me``). ``since`` is sent cut to its second (the literal
+        has whole seconds); the creator, the time and the exact subject (without surrounding whitespace) are
+        then checked here.
+        """
+        me = self.me()
+        if not _ID_RE.fullmatch(me):
+            return []
+        subject = str(self._body({"summary": fields.get("summary")})["Subject"]).strip()
+        cut = since.astimezone(UTC).replace(microsecond=0)
+        where = f"CreatedById = {soql_quote(me)} AND CreatedDate >= {common.iso(cut)}"
+        if subject and not re.search(r"[\r\n\t]", subject):  # soql_quote escapes quotes and backslashes only
+            where += f" AND Subject = {soql_quote(subject)}"
+        statement = soql(
+            "Id, CaseNumber, SystemModstamp, CreatedDate, CreatedById, Subject",
+            self.sobject,
+            where,
+            "CreatedDate DESC, Id DESC",
+            limit=200,
+        )
+        mine = [
+            rec
+            for rec in self.query(statement, action="look for a record an earlier attempt created")
+            if rec.get("CreatedById") == me
+            and rec.get("CreatedDate")
+            and common.parse_ts(rec["CreatedDate"]) >= cut
+            and (rec.get("Subject") or "").strip() == subject
+        ]
+        mine.sort(key=lambda r: (common.parse_ts(r["CreatedDate"]), r["Id"]), reverse=True)
+        return [self.ref(rec) for rec in mine]
+
     def metadata(self) -> dict[str, list[Any]]:
         describe = self._json(
             "GET", f"{self.data}/sobjects/{self.sobject}/describe", action="describe the object"
@@ -481,6 +525,7 @@ class SalesforceConnector(Connector):
             f"{self.data}/sobjects/CaseComment",
             json={"ParentId": item_id, "CommentBody": body, "IsPublished": not internal},
             action=f"comment on {item_id}",
+            idempotent=False,  # each POST adds a comment (the default for a POST, said for the reader)
         )
         return str(created["id"])
 

@@ -39,6 +39,11 @@ no labels (``[]``); ``assigned_to`` and ``caller_id`` (or ``opened_by``) by e-ma
   table and refuses unknown ones.
 * ServiceNow sends no webhooks of its own: a business rule with an outbound REST message may post
   ``{"sys_id": "...", "table": "..."}`` to the node with the shared secret in ``X-Exalate-Token``.
+* Retries: setting ``comments``/``work_notes`` adds a journal entry each time it is sent, and a create adds a
+  record: neither is repeated by the HTTP seam once ServiceNow may have carried it out (lost answer, timeout,
+  5xx). The pipeline then looks for what the earlier attempt wrote: ``find_created`` for a record (the node
+  user's records created since then with the same short description), an unlinked journal entry with the
+  same text. Field updates (``PATCH``) set values and are repeated as usual.
 * ``is_own_change``: the record's ``sys_mod_count`` is one the node's write left, or ``sys_updated_by`` is
   the node's user.
 """
@@ -49,7 +54,8 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -351,6 +357,45 @@ class ServiceNowConnector(Connector):
             _seen.forget_before(self.account, common.parse_ts(newest) - 2 * OVERLAP)
         return refs, newest
 
+    def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
+        """Records of the table the node's user created at or after ``since`` with the short description
+        ``create_item`` would give, newest first (at most two pages).
+
+        Table API facts (ServiceNow REST API reference): ``sys_created_by`` holds the creator's ``user_name``
+        and ``sys_created_on`` the creation time, ``YYYY-MM-DD HH:MM:SS`` in whole seconds; a date-time
+        written as text in an encoded query is read as UTC, as stored (``javascript:gs.dateGenerate`` would
+        use the user's time zone); ``ORDERBYDESC`` sorts newest first. The short description is added to the
+        query only when it cannot break the encoded query (no ``^``, no surrounding whitespace); the creator,
+        the time (from ``since`` cut to its second) and the text are then checked exactly here. Without a
+        user name (a token and no ``node_user`` setting) the creator cannot be told: nothing is found.
+        """
+        user = self.node_user
+        if not user or "^" in user:
+            return []
+        summary = str(self._body({"summary": fields.get("summary")}, None)["short_description"]).strip()
+        cut = since.astimezone(UTC).replace(microsecond=0)
+        terms = [f"sys_created_by={user}", f"sys_created_on>={cut.strftime('%Y-%m-%d %H:%M:%S')}"]
+        if summary and "^" not in summary and "\n" not in summary:
+            terms.append(f"short_description={summary}")
+        rows = islice(
+            self._query(
+                self.table,
+                "^".join([*terms, "ORDERBYDESCsys_created_on"]),
+                fields="sys_id,number,sys_updated_on,sys_created_on,sys_created_by,short_description",
+            ),
+            2 * PAGE,
+        )
+        mine = [
+            row
+            for row in rows
+            if row.get("sys_created_by") == user
+            and row.get("sys_created_on")
+            and common.parse_ts(row["sys_created_on"]) >= cut
+            and (row.get("short_description") or "").strip() == summary
+        ]
+        mine.sort(key=lambda r: (common.parse_ts(r["sys_created_on"]), r.get("number") or ""), reverse=True)
+        return [self.ref(row) for row in mine]
+
     def metadata(self) -> dict[str, list[Any]]:
         type_field = str(self._settings().get("type_field", "category"))
         users = [
@@ -436,9 +481,15 @@ class ServiceNowConnector(Connector):
             # labels (none in ServiceNow), reporter (caller: not changed by sync): not written
         return out
 
-    def _write(self, item_id: str, body: Mapping[str, Any], *, action: str) -> dict[str, Any]:
+    def _write(
+        self, item_id: str, body: Mapping[str, Any], *, action: str, idempotent: bool | None = None
+    ) -> dict[str, Any]:
         rec = self.http.send_json(
-            "PATCH", f"table/{self.table}/{item_id}?sysparm_display_value=false", dict(body), action=action
+            "PATCH",
+            f"table/{self.table}/{item_id}?sysparm_display_value=false",
+            dict(body),
+            action=action,
+            idempotent=idempotent,
         )["result"]
         _own.remember(self.account, item_id, rec.get("sys_mod_count"))
         return rec
@@ -466,7 +517,8 @@ class ServiceNowConnector(Connector):
 
     def add_comment(self, item_id: str, *, body: str, internal: bool = False, author: str = "") -> str:
         element = "work_notes" if internal else "comments"
-        self._write(item_id, {element: body}, action=f"comment on {self.table} {item_id}")
+        # Each such PATCH adds a journal entry: not repeated once ServiceNow may have done it.
+        self._write(item_id, {element: body}, action=f"comment on {self.table} {item_id}", idempotent=False)
         # The record does not return the journal entry: find the newest one by the node with this text.
         user = self.node_user
         rows = list(

@@ -36,6 +36,12 @@ and requester (the reporter) by e-mail; ``due_at`` (task tickets); custom fields
   checked against Zendesk's ticket search keywords first. Pages restart from the creation time of the last
   ticket (``created>=``, then cut after it by (time, id)); the search index lags writes (up to a few
   minutes), so a brand-new ticket may only match on a later change.
+* Retries: a ticket update that carries a comment (or an upload token) adds something each time it is
+  sent, and so does a create: neither is repeated by the HTTP seam once Zendesk may have carried it out (lost
+  answer, timeout, 5xx); nor is a redaction, which may be refused once the text is gone (the retry reads the
+  comments first and finds it done). The pipeline then looks for what the earlier attempt wrote:
+  ``find_created`` for a ticket, an unlinked comment with the same text. Field-only updates (the coalescing
+  ``flush``) set values and are repeated as usual.
 * Webhooks: Zendesk signs each request with ``X-Zendesk-Webhook-Signature`` = base64(HMAC-SHA256(signing
   secret, ``X-Zendesk-Webhook-Signature-Timestamp`` + body)); older than 5 minutes is refused (replay).
   Bodies: a trigger's JSON with ``ticket_id`` (recommended: ``{"ticket_id": "{{ticket.id}}"}``) or an event
@@ -52,7 +58,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import IO, Any
 
 from instances.connectors import _common as common
@@ -93,6 +99,8 @@ _deliveries = common.ReplayGuard()
 _lock = threading.Lock()
 _pending: dict[tuple[str, str], dict[str, Any]] = {}  # (account, ticket id) → ticket fields not yet sent
 _updates: dict[tuple[str, str], deque[float]] = {}  # (account, ticket id) → times of recent ticket updates
+_me: dict[tuple[str, str], dict[str, Any]] = {}  # (account, e-mail) → the API user (users/me)
+LIST_PAGE = 100  # the most tickets per page of an offset-paginated list
 
 
 def parse_key(key: str) -> str | None:
@@ -225,17 +233,26 @@ class ZendeskConnector(Connector):
                 )
             self.http.sleep(wait)
 
-    def _put_ticket(self, item_id: str, ticket: Mapping[str, Any], *, action: str) -> dict[str, Any]:
+    def _put_ticket(
+        self, item_id: str, ticket: Mapping[str, Any], *, action: str, idempotent: bool | None = None
+    ) -> dict[str, Any]:
         self._spend_update(item_id)
-        result = self._send("PUT", f"tickets/{item_id}.json", {"ticket": dict(ticket)}, action=action)
+        result = self._send(
+            "PUT", f"tickets/{item_id}.json", {"ticket": dict(ticket)}, action=action, idempotent=idempotent
+        )
         updated = result["ticket"]
         _own.remember(self.account, item_id, updated.get("updated_at"))
         return result
 
-    def _send(self, method: str, path: str, body: Any, *, action: str) -> dict[str, Any]:
+    def _send(
+        self, method: str, path: str, body: Any, *, action: str, idempotent: bool | None = None
+    ) -> dict[str, Any]:
         """Send JSON; a 422 becomes a ConnectorError quoting Zendesk's field ``details`` (the shared client
-        shows only the error code, ``RecordInvalid``)."""
-        response = self.http.request(method, path, json=body, action=action, ok_statuses=(422,))
+        shows only the error code, ``RecordInvalid``). ``idempotent``: as for ``HttpClient.request`` (False
+        for an update that adds a comment)."""
+        response = self.http.request(
+            method, path, json=body, action=action, ok_statuses=(422,), idempotent=idempotent
+        )
         data = response.json() if response.content else {}
         if response.status_code == 422:
             details = data.get("details") or {}
@@ -392,6 +409,73 @@ class ZendeskConnector(Connector):
         next_cursor = f"{newest}|{after}" if newest and after and not stopped_early else newest
         return refs, next_cursor
 
+    def me(self) -> dict[str, Any]:
+        """The API user (``GET /users/me.json``), cached per process and account."""
+        key = (self.account, str(self.creds["email"]).lower())
+        with _lock:
+            user = _me.get(key)
+        if user is None:
+            user = self.http.get_json("users/me.json", action="read the API user")["user"]
+            with _lock:
+                _me[key] = user
+        return user
+
+    def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
+        """Tickets the API user created at or after ``since`` with the subject ``create_item`` would give,
+        newest first (at most two pages of the ticket list).
+
+        Zendesk's List Tickets (``GET /api/v2/tickets.json``, Support API reference) sorts with
+        ``sort_by=created_at&sort_order=desc`` and offset pagination (``page``, ``per_page`` up to 100,
+        ``next_page``); it reads the database, unlike the Search API whose index lags writes by minutes. It
+        has no filter by creator or time, so the newest tickets are read until one is older than ``since``
+        and the rest is checked here. ``created_at`` has whole seconds, so ``since`` is cut to its second.
+        The creator is the ticket's submitter ("the user who created a ticket") — the API user; Zendesk's
+        older documentation says an API create naming a requester makes the requester the submitter by
+        default, so a ticket created through the API (``via.channel`` ``api``) for the requester
+        ``create_item`` names counts too. Subjects are compared without surrounding whitespace.
+        """
+        subject = str(self._fields({"summary": fields.get("summary")})["subject"]).strip()
+        requester = str((fields.get("reporter") or {}).get("email") or "").strip().lower()
+        me = int(self.me()["id"])
+        cut = since.replace(microsecond=0)
+        found: list[dict[str, Any]] = []
+        for page in (1, 2):
+            data = self.http.get_json(
+                "tickets.json",
+                params={"sort_by": "created_at", "sort_order": "desc", "per_page": LIST_PAGE, "page": page},
+                action="look for a ticket an earlier attempt created",
+            )
+            tickets = data.get("tickets") or []
+            found += tickets
+            if not data.get("next_page") or not tickets or common.parse_ts(tickets[-1]["created_at"]) < cut:
+                break
+        candidates = [
+            t
+            for t in found
+            if t.get("created_at")
+            and common.parse_ts(t["created_at"]) >= cut
+            and (t.get("subject") or "").strip() == subject
+        ]
+
+        def for_requester(ticket: Mapping[str, Any]) -> bool:
+            return bool(requester) and ((ticket.get("via") or {}).get("channel") == "api")
+
+        people = self._users(
+            {t.get("requester_id") for t in candidates if t.get("submitter_id") != me and for_requester(t)}
+        )
+        mine = [
+            t
+            for t in candidates
+            if t.get("submitter_id") == me
+            or (
+                for_requester(t)
+                and str((people.get(int(t.get("requester_id") or 0)) or {}).get("email") or "").lower()
+                == requester
+            )
+        ]
+        mine.sort(key=lambda t: (common.parse_ts(t["created_at"]), int(t["id"])), reverse=True)
+        return [self.ref(t) for t in mine]
+
     def metadata(self) -> dict[str, list[Any]]:
         users: list[dict[str, Any]] = []
         path: str | None = "users.json"
@@ -483,7 +567,8 @@ class ZendeskConnector(Connector):
     def _comment_write(self, item_id: str, comment: dict[str, Any], *, action: str) -> dict[str, Any]:
         fields = self._take_pending(item_id)
         try:
-            return self._put_ticket(item_id, {**fields, "comment": comment}, action=action)
+            # Each such update adds a comment: not repeated once Zendesk may have done it (see the docstring).
+            return self._put_ticket(item_id, {**fields, "comment": comment}, action=action, idempotent=False)
         except ConnectorError as exc:
             self._restore(item_id, fields, exc)
             raise
@@ -530,6 +615,7 @@ class ZendeskConnector(Connector):
                         f"tickets/{item_id}/comments/{comment_id}/redact.json",
                         {"text": text},
                         action=f"redact comment {comment_id} on ticket #{item_id}",
+                        idempotent=False,  # may be refused once done: a retry reads the comment first
                     )
                 return
 
@@ -558,6 +644,7 @@ class ZendeskConnector(Connector):
                         f"tickets/{item_id}/comments/{c['id']}/attachments/{attachment_id}/redact.json",
                         {},
                         action=f"redact attachment {attachment_id} on ticket #{item_id}",
+                        idempotent=False,  # a retry reads the comments again first
                     )
                     return
 

@@ -266,3 +266,101 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     assert len([w for w in server.writes() if "oauth2" not in w.path]) == len(
         [w for w in server.writes()[:writes] if "oauth2" not in w.path]
     )
+
+
+# --- a create or a comment whose answer was lost ----------------------------------------------------------
+# Facts relied on (SOQL and SOSL Reference, REST API developer guide): every record has ``CreatedById`` and
+# ``CreatedDate``; dateTime literals are unquoted ISO 8601 in UTC with whole seconds; ``=`` on strings
+# ignores case; ``ORDER BY … DESC``; the token response's ``id`` URL ends with the user id. The token request
+# changes nothing; each ``POST`` of a record or a CaseComment adds one.
+
+
+def test_find_created_returns_the_token_users_cases_since_then_with_that_subject(sfc, server):  # type: ignore[no-untyped-def]
+    early = sfc.create_item({"summary": "Printer on fire"})
+    server.clock.advance(1.5)
+    since = server.clock.now()
+    first = sfc.create_item({"summary": "Printer on fire"})
+    sfc.create_item({"summary": "Printer on fire, again"})
+    server.human_case("Printer on fire")  # Ed's
+    server.clock.advance(1)
+    second = sfc.create_item({"summary": "Printer on fire", "status": {"name": "Working"}})
+    sfc.create_item({"summary": "Scanner on fire"})
+    found = sfc.find_created({"summary": "Printer on fire", "labels": ["x"]}, since=since)
+    assert [r.id for r in found] == [second.id, first.id] and early.id not in [r.id for r in found]
+    statement = [c for c in server.calls if c.path.endswith("/query")][-1].query["q"]
+    assert statement == (
+        "SELECT Id, CaseNumber, SystemModstamp, CreatedDate, CreatedById, Subject FROM Case WHERE "  # noqa: S608
+        f"CreatedById = '{server.node}' AND CreatedDate >= {since.strftime('%Y-%m-%dT%H:%M:%SZ')} AND "
+        "Subject = 'Printer on fire' ORDER BY CreatedDate DESC, Id DESC LIMIT 200"
+    )
+    server.clock.advance(1)  # ``since`` is cut to its second: a case of that second would still count
+    assert sfc.find_created({"summary": "Printer on fire"}, since=server.clock.now()) == []
+    quoted = sfc.create_item({"summary": "It's \\ broken"})
+    assert [r.id for r in sfc.find_created({"summary": "It's \\ broken"}, since=since)] == [quoted.id]
+    assert [r.id for r in sfc.find_created({"summary": "printer ON fire"}, since=since)] == []  # exact case
+    untitled = sfc.create_item({})
+    assert [r.id for r in sfc.find_created({}, since=since)] == [untitled.id]  # "(no summary)"
+
+
+def test_the_token_request_is_repeated_after_a_500_but_a_create_is_not(sfc, server):  # type: ignore[no-untyped-def]
+    server.fail_next(500)
+    ref = sfc.create_item({"summary": "x"})  # the first request asks for a token
+    assert server.statuses[:2] == [500, 200] and len(server.token_requests) == 1
+    server.fail_next(500)
+    with pytest.raises(ConnectorError, match="may have done it") as err:
+        sfc.create_item({"summary": "y"})
+    assert err.value.retryable
+    server.lose_next_answer("POST", r"/sobjects/CaseComment$")
+    with pytest.raises(ConnectorError, match="may have done it"):
+        sfc.add_comment(ref.id, body="Once")
+    assert len([c for c in server.calls if c.method == "POST" and "/sobjects/" in c.path]) == 3
+    assert [c["CommentBody"] for c in server.db["CaseComment"].values()] == ["Once"]
+
+
+def _retry_now(twin_id: int) -> None:
+    """The retry the backoff would make a little later."""
+    from replicas import pipeline
+    from replicas.models import SyncEvent
+
+    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
+    pipeline.process_twin(twin_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
+    from tests.connectors2.pipeline_helpers import Pair
+
+    sf._tokens.clear()
+    pair = Pair.create(
+        "salesforce",
+        server.host,
+        {"client_id": server.client_id, "client_secret": server.client_secret},
+        {},
+        statuses=["New", "Working", "Escalated", "Closed"],
+    )
+    server.clock.catch_up()  # the node looks for cases created since the event (its own, real clock)
+    issue = pair.builtin_issue()
+    pair.edit_builtin(issue, status="New")
+    server.lose_next_answer("POST", r"/sobjects/Case$")
+    pair.exalate(issue)
+    assert not server.lose, "the create was not sent"
+    twin = pair.side_tracker.twins.get()
+    event = twin.events.get(direction="in")
+    assert event.status == "pending" and "may have done it" in event.error
+    assert len(server.db["Case"]) == 1
+
+    _retry_now(twin.pk)
+    twin.refresh_from_db()
+    assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
+    (case,) = server.db["Case"].values()  # adopted: still one case
+    assert twin.local_id == case["Id"]
+    pair.edit_builtin(issue, summary="Found again")
+    assert [c["Subject"] for c in server.db["Case"].values()] == ["Found again"]
+
+    server.lose_next_answer("POST", r"/sobjects/CaseComment$")
+    pair.comment_builtin(issue, "Said once")
+    assert not server.lose, "the comment was not sent"
+    assert twin.events.filter(status="pending").exists()
+    _retry_now(twin.pk)
+    assert [c["CommentBody"] for c in server.db["CaseComment"].values()] == ["Said once"]
+    pair.assert_settled()

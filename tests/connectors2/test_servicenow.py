@@ -279,3 +279,106 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     writes = len(server.writes())
     pair.poll()
     assert len(server.writes()) == writes
+
+
+# --- a create or a comment whose answer was lost ----------------------------------------------------------
+# Facts relied on (Table API): ``sys_created_by`` is the creator's ``user_name`` and ``sys_created_on`` the
+# creation time (whole seconds, UTC as stored; a date-time written as text in ``sysparm_query`` is read as
+# UTC); ``ORDERBYDESC<field>`` sorts newest first; ``^`` separates conditions. Setting ``comments`` or
+# ``work_notes`` on a record adds a journal entry each time it is sent.
+
+
+def test_find_created_returns_the_node_users_records_since_then_with_that_description(sn, server):  # type: ignore[no-untyped-def]
+    early = sn.create_item({"summary": "Printer on fire"})
+    server.clock.advance(0.5)
+    since = server.clock.now()
+    first = sn.create_item({"summary": "Printer on fire"})  # stored in the second ``since`` falls in
+    sn.create_item({"summary": "Printer on fire, again"})
+    server.human_create("Printer on fire")  # Ed's
+    second = sn.create_item({"summary": "Printer on fire", "status": {"name": "In Progress"}})
+    sn.create_item({"summary": "Scanner on fire"})
+    server.fail_next(500)  # a read: repeated by the client
+    found = sn.find_created({"summary": "Printer on fire", "labels": ["x"]}, since=since)
+    assert [r.id for r in found] == [second.id, first.id] and early.id not in [r.id for r in found]
+    query = [c for c in server.calls if c.method == "GET" and c.path == "/api/now/table/incident"][-1].query
+    assert query["sysparm_query"] == (
+        "sys_created_by=exalate.node^sys_created_on>=2026-03-01 09:00:01^short_description=Printer on fire"
+        "^ORDERBYDESCsys_created_on"
+    )
+    assert sn.find_created({"summary": "Printer on fire"}, since=server.clock.now()) == []
+    caret = sn.create_item({"summary": "a^b"})  # would break the encoded query: checked here only
+    assert [r.id for r in sn.find_created({"summary": "a^b"}, since=since)] == [caret.id]
+    untitled = sn.create_item({})
+    assert [r.id for r in sn.find_created({}, since=since)] == [untitled.id]  # "(no summary)"
+    bearer = connector_for(server, {"token": server.token})
+    calls = len(server.calls)
+    assert bearer.find_created({"summary": "Printer on fire"}, since=since) == []  # no user name to tell
+    assert len(server.calls) == calls
+    named = connector_for(server, {"token": server.token}, node_user="exalate.node")
+    assert [r.id for r in named.find_created({"summary": "Printer on fire"}, since=since)] == [
+        second.id,
+        first.id,
+    ]
+
+
+def test_a_comment_is_not_repeated_after_a_lost_answer_but_a_field_update_is(sn, server):  # type: ignore[no-untyped-def]
+    ref = sn.create_item({"summary": "x"})
+    server.fail_next(500)
+    sn.update_item(ref.id, {"summary": "y"})  # a value: repeated by the client
+    assert server.tables["incident"][ref.id]["short_description"] == "y"
+    server.lose_next_answer("PATCH", r"/api/now/table/incident/")
+    with pytest.raises(ConnectorError, match="may have done it") as err:
+        sn.add_comment(ref.id, body="Once")
+    assert err.value.retryable
+    server.fail_next(502)
+    with pytest.raises(ConnectorError, match="may have done it"):
+        sn.add_comment(ref.id, body="Twice?", internal=True)
+    assert [j["value"] for j in server.tables["sys_journal_field"].values()] == ["Once"]
+    assert len([c for c in server.calls if c.method == "PATCH"]) == 4  # the update twice, one each
+
+
+def _retry_now(twin_id: int) -> None:
+    """The retry the backoff would make a little later."""
+    from replicas import pipeline
+    from replicas.models import SyncEvent
+
+    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
+    pipeline.process_twin(twin_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
+    from tests.connectors2.pipeline_helpers import Pair
+
+    pair = Pair.create(
+        "servicenow",
+        server.host,
+        {"username": server.username, "password": server.password},
+        {"close_code": "Solved (Permanently)", "close_notes": "Resolved in the support desk"},
+        statuses=["New", "In Progress", "Resolved", "Closed"],
+    )
+    server.clock.catch_up()  # the node looks for records created since the event (its own, real clock)
+    issue = pair.builtin_issue()
+    server.lose_next_answer("POST", r"/api/now/table/incident$")
+    pair.exalate(issue)
+    assert not server.lose, "the create was not sent"
+    twin = pair.side_tracker.twins.get()
+    event = twin.events.get(direction="in")
+    assert event.status == "pending" and "may have done it" in event.error
+    assert len(server.tables["incident"]) == 1
+
+    _retry_now(twin.pk)
+    twin.refresh_from_db()
+    assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
+    (row,) = server.tables["incident"].values()  # adopted: still one record
+    assert twin.local_id == row["sys_id"]
+    pair.edit_builtin(issue, summary="Found again")
+    assert [r["short_description"] for r in server.tables["incident"].values()] == ["Found again"]
+
+    server.lose_next_answer("PATCH", r"/api/now/table/incident/[0-9a-f]{32}$")
+    pair.comment_builtin(issue, "Said once")
+    assert not server.lose, "the comment was not sent"
+    assert twin.events.filter(status="pending").exists()
+    _retry_now(twin.pk)
+    assert [j["value"] for j in server.tables["sys_journal_field"].values()] == ["Said once"]
+    pair.assert_settled()

@@ -309,3 +309,134 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     writes = len(server.writes())
     pair.poll()
     assert len(server.writes()) == writes
+
+
+# --- a create or a comment whose answer was lost ----------------------------------------------------------
+# Facts relied on (Support API reference, Tickets): ``GET /api/v2/tickets.json`` (List Tickets) takes
+# ``sort_by=created_at``, ``sort_order=desc``, ``page`` and ``per_page`` (at most 100) and answers ``tickets``
+# and ``next_page``; unlike the Search API it does not lag writes. The submitter is "the user who created a
+# ticket"; ``via.channel`` says how it was created (``api``, ``web``, ``email``); ``created_at`` has whole
+# seconds; ``GET /api/v2/users/me.json`` is the API user. A ticket update carrying a ``comment`` adds one
+# each time it is sent.
+
+
+def test_find_created_returns_the_accounts_tickets_since_then_with_that_subject(zendesk, server):  # type: ignore[no-untyped-def]
+    early = zendesk.create_item({"summary": "Printer on fire"})
+    server.clock.advance(1.5)
+    since = server.clock.now()
+    first = zendesk.create_item({"summary": "Printer on fire"})
+    zendesk.create_item({"summary": "Printer on fire, again"})  # another subject
+    server.human_ticket("Printer on fire", by=2)  # another agent, in the web interface
+    server.human_ticket("Printer on fire", by=3, channel="email")  # a customer's e-mail
+    second = zendesk.create_item(
+        {"summary": "Printer on fire", "reporter": {"email": "carla@customer.example"}, "labels": ["hw"]}
+    )
+    zendesk.create_item({"summary": "Scanner on fire"})
+    found = zendesk.find_created({"summary": "Printer on fire"}, since=since)
+    assert [r.id for r in found] == [second.id, first.id] and early.id not in [r.id for r in found]
+    listing = [c for c in server.calls if c.method == "GET" and c.path == "/api/v2/tickets.json"]
+    assert len(listing) == 1 and not [c for c in server.calls if "search" in c.path]  # no index lag
+    assert (listing[0].query["sort_by"], listing[0].query["sort_order"], listing[0].query["per_page"]) == (
+        "created_at",
+        "desc",
+        "100",
+    )
+    assert zendesk.find_created({"summary": "Printer on fire"}, since=server.clock.now()) == []
+    untitled = zendesk.create_item({})
+    assert [r.id for r in zendesk.find_created({"summary": None}, since=since)] == [untitled.id]
+
+
+def test_find_created_reads_a_second_page_and_stops_there(zendesk, server):  # type: ignore[no-untyped-def]
+    since = server.clock.now()
+    wanted = zendesk.create_item({"summary": "Printer on fire"})
+    for n in range(250):
+        server.human_ticket(f"noise {n}")
+    assert zendesk.find_created({"summary": "Printer on fire"}, since=since) == []  # beyond two pages
+    listing = [
+        c.query["page"] for c in server.calls if c.method == "GET" and c.path == "/api/v2/tickets.json"
+    ]
+    assert listing == ["1", "2"]
+    server.tickets = {k: t for k, t in server.tickets.items() if k == int(wanted.id) or k > 150}
+    assert [r.id for r in zendesk.find_created({"summary": "Printer on fire"}, since=since)] == [wanted.id]
+
+
+def test_find_created_when_the_requester_became_the_submitter(zendesk, server):  # type: ignore[no-untyped-def]
+    server.submitter_is_requester = True  # Zendesk's older description of an API create with a requester
+    since = server.clock.now()
+    mine = zendesk.create_item(
+        {"summary": "Printer on fire", "reporter": {"email": "carla@customer.example"}}
+    )
+    server.human_ticket("Printer on fire", by=3, channel="email")  # Carla's own e-mail: not the node's
+    fields = {"summary": "Printer on fire", "reporter": {"email": "carla@customer.example"}}
+    assert [r.id for r in zendesk.find_created(fields, since=since)] == [mine.id]
+    assert zendesk.find_created({"summary": "Printer on fire"}, since=since) == []  # no requester: not mine
+
+
+def test_an_update_with_a_comment_is_not_repeated_after_a_lost_answer_but_a_field_update_is(zendesk, server):  # type: ignore[no-untyped-def]
+    ref = zendesk.create_item({"summary": "x"})
+    server.fail_next(500)
+    zendesk.update_item(ref.id, {"summary": "y"})
+    zendesk.flush()  # fields only: repeated by the client
+    assert server.tickets[1]["subject"] == "y"
+    server.lose_next_answer("PUT", r"/tickets/\d+\.json$")
+    zendesk.update_item(ref.id, {"priority": {"name": "High"}})
+    with pytest.raises(ConnectorError, match="may have done it") as err:
+        zendesk.add_comment(ref.id, body="Once")
+    assert err.value.retryable
+    assert [c["body"] for c in server.comments[1]].count("Once") == 1  # sent once, not repeated
+    server.fail_next(500)
+    with pytest.raises(ConnectorError, match="may have done it"):
+        zendesk.add_comment(ref.id, body="Twice?")
+    assert (
+        len([c for c in server.calls if c.method == "PUT"]) == 4
+    )  # 500s: the field PUT twice, then one each
+    zendesk.flush()  # the fields of the unsure update are kept and sent again (harmless)
+    assert server.tickets[1]["priority"] == "high"
+
+
+def _retry_now(twin_id: int) -> None:
+    """The retry the backoff would make a little later."""
+    from replicas import pipeline
+    from replicas.models import SyncEvent
+
+    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
+    pipeline.process_twin(twin_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
+    from tests.connectors2.pipeline_helpers import Pair
+
+    pair = Pair.create(
+        "zendesk",
+        server.host,
+        {"email": server.email, "api_token": server.api_token},
+        {},
+        statuses=["Open", "Pending", "Solved", "Closed"],
+    )
+    server.clock.catch_up()  # the node looks for tickets created since the event (its own, real clock)
+    issue = pair.builtin_issue()
+    server.lose_next_answer("POST", r"/api/v2/tickets\.json$")
+    pair.exalate(issue)
+    assert not server.lose, "the create was not sent"
+    twin = pair.side_tracker.twins.get()
+    event = twin.events.get(direction="in")
+    assert event.status == "pending" and "may have done it" in event.error
+    assert len(server.tickets) == 1
+
+    _retry_now(twin.pk)
+    twin.refresh_from_db()
+    assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
+    (ticket,) = server.tickets.values()  # adopted: still one ticket
+    assert twin.local_id == str(ticket["id"])
+    pair.edit_builtin(issue, summary="Found again")
+    assert [t["subject"] for t in server.tickets.values()] == ["Found again"]
+
+    server.lose_next_answer("PUT", r"/api/v2/tickets/\d+\.json$")
+    pair.comment_builtin(issue, "Said once")
+    assert not server.lose, "the comment was not sent"
+    assert twin.events.filter(status="pending").exists()
+    _retry_now(twin.pk)
+    assert [c["body"] for c in server.comments[ticket["id"]]].count("Said once") == 1
+    assert len(server.comments[ticket["id"]]) == 2  # the description and the comment
+    pair.assert_settled()

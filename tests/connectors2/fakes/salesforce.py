@@ -162,6 +162,15 @@ class FakeSalesforce(FakeServer):
         finally:
             self.actor = previous
 
+    def human_case(self, subject: str, **fields: Any) -> str:
+        """A Case another user opened (``CreatedById`` is theirs)."""
+        previous, self.actor = self.actor, self.ed
+        try:
+            body = {"Subject": subject, **fields}
+            return self.create(Call("POST", "", "", {}, {}, json.dumps(body).encode()), "Case").body["id"]
+        finally:
+            self.actor = previous
+
     def human_comment(self, rid: str, body: str, published: bool = True) -> str:
         previous, self.actor = self.actor, self.ed
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import uuid
 from typing import Any
@@ -346,6 +347,17 @@ class FakeServiceNow(FakeServer):
         previous, self.actor = self.actor, by
         try:
             self.apply(self.tables["incident"][rid], body)
+        finally:
+            self.actor = previous
+
+    def human_create(self, short_description: str, by: str = "ed.agent", **body: Any) -> str:
+        """A record someone else opened (``sys_created_by`` is their ``user_name``)."""
+        previous, self.actor = self.actor, by
+        try:
+            call = Call(
+                "POST", "", "", {}, {}, json.dumps({"short_description": short_description, **body}).encode()
+            )
+            return self.insert(call, "incident").body["result"]["sys_id"]
         finally:
             self.actor = previous
 

@@ -8,7 +8,14 @@ description is available here; the facts relied on are listed in ``tests/connect
 negate, and words or quoted phrases in the subject or description; an unknown keyword is text, as in
 Zendesk. Pages: ``page``/``per_page`` (at most 100, the first 1000 results; beyond is a 422), ``sort_by``
 and ``sort_order``. Zendesk does not document the wording of its answer to a search it cannot parse; the
-fake answers an unbalanced quote with 400 in Zendesk's error shape ``{"error", "description"}``."""
+fake answers an unbalanced quote with 400 in Zendesk's error shape ``{"error", "description"}``.
+
+``GET /api/v2/tickets.json`` (List Tickets) reads the tickets themselves (no index lag) with offset
+pagination: ``sort_by`` (``id``, ``created_at``, ``updated_at``, ``subject``, ``status``), ``sort_order``
+(``asc`` by default), ``page`` and ``per_page`` (at most 100), answering ``tickets``, ``next_page``,
+``previous_page`` and ``count``. A ticket the API creates has ``via.channel`` ``api`` and the API user as its
+submitter (``submitter_is_requester`` makes the requester the submitter instead, as Zendesk's older
+documentation describes the default)."""
 
 from __future__ import annotations
 
@@ -59,9 +66,11 @@ class FakeZendesk(FakeServer):
         self.next_id, self.next_comment, self.next_att = 1, 9000, 500
         self.update_times: dict[int, list[float]] = {}
         self.page_size = 1000
+        self.submitter_is_requester = False
         self.route("GET", r"/api/v2/tickets/(?P<tid>\d+)\.json", self.get_ticket)
         self.route("PUT", r"/api/v2/tickets/(?P<tid>\d+)\.json", self.update_ticket)
         self.route("POST", r"/api/v2/tickets\.json", self.create_ticket)
+        self.route("GET", r"/api/v2/tickets\.json", self.list_tickets)
         self.route("GET", r"/api/v2/tickets/(?P<tid>\d+)/comments\.json", self.list_comments)
         self.route("PUT", r"/api/v2/tickets/(?P<tid>\d+)/comments/(?P<cid>\d+)/redact\.json", self.redact)
         self.route(
@@ -174,6 +183,18 @@ class FakeZendesk(FakeServer):
         finally:
             self.actor = previous
 
+    def human_ticket(self, subject: str, by: int = 2, channel: str = "web", **body: Any) -> int:
+        """A ticket someone else opened (an agent in the web interface, a customer by e-mail)."""
+        previous, self.actor, self._channel = self.actor, by, channel
+        try:
+            body = {"subject": subject, "comment": {"body": subject}, **body}
+            return self.create_ticket(
+                Call("POST", "", "", {}, {}, json.dumps({"ticket": body}).encode())
+            ).body["ticket"]["id"]
+        finally:
+            self.actor = previous
+            del self._channel
+
     def human_attach(self, tid: int, name: str, data: bytes, by: int = 2) -> int:
         token = self._store(name, data, "image/jpeg")
         self.human_update(tid, by=by, comment={"body": "Photo attached", "public": True, "uploads": [token]})
@@ -209,12 +230,13 @@ class FakeZendesk(FakeServer):
             "tags": [],
             "assignee_id": None,
             "requester_id": requester,
-            "submitter_id": self.actor,
+            "submitter_id": requester if self.submitter_is_requester else self.actor,
             "due_at": None,
             "group_id": 360,
             "custom_fields": [{"id": 77, "value": None}],
             "created_at": now,
             "updated_at": now,
+            "via": {"channel": getattr(self, "_channel", "api")},
         }
         self.tickets[tid] = ticket
         self.comments[tid] = []
@@ -229,6 +251,29 @@ class FakeZendesk(FakeServer):
             ticket["status"] = "open"
         self.update_times[tid] = [self.clock.time()]
         return Reply(201, {"ticket": ticket, "audit": {"id": 1, "events": events}})
+
+    def list_tickets(self, call: Call) -> dict[str, Any]:
+        sort_by, order = call.query.get("sort_by", "id"), call.query.get("sort_order", "asc")
+        sortable = {"id", "created_at", "updated_at", "subject", "status"}
+        if sort_by not in sortable or order not in {"asc", "desc"}:
+            raise HttpError(
+                400, {"error": "InvalidPaginationParameter", "description": "sort_by or sort_order"}
+            )
+        per_page, page = int(call.query.get("per_page", 100)), int(call.query.get("page", 1))
+        if not 1 <= per_page <= 100 or page < 1:
+            raise HttpError(400, {"error": "InvalidPaginationParameter", "description": "per_page or page"})
+        rows = sorted(self.tickets.values(), key=lambda t: -t["id"])  # equal times: order left open
+        rows.sort(key=lambda t: t[sort_by], reverse=order == "desc")
+        chunk = rows[(page - 1) * per_page : page * per_page]
+        base = f"{self.host}/api/v2/tickets.json?"
+        return {
+            "tickets": chunk,
+            "next_page": base + urlencode({**call.query, "page": page + 1})
+            if page * per_page < len(rows)
+            else None,
+            "previous_page": base + urlencode({**call.query, "page": page - 1}) if page > 1 else None,
+            "count": len(rows),
+        }
 
     def update_ticket(self, call: Call, tid: str) -> dict[str, Any]:
         ticket = self.ticket(tid)
