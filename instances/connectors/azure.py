@@ -286,6 +286,26 @@ class AzureDevOpsConnector(Connector):
         )
         return self.ref(response.json()) if response.status_code == 200 else None
 
+    def _wiql_url(self, **params: Any) -> str:
+        """The team's WIQL endpoint (``POST {project}/{team}/_apis/wit/wiql``) with these parameters."""
+        team = self._settings().get("team") or f"{self.project} Team"
+        query = urlencode({**params, "api-version": V_WIQL})
+        return f"{quote(self.project)}/{quote(team)}/_apis/wit/wiql?{query}"
+
+    def _read_fields(self, ids: list[str], fields: str, *, action: str) -> list[dict[str, Any]]:
+        """One batch read (at most 200 ids) of some fields; ids that no longer exist are left out."""
+        rows = self.http.get_json(
+            self._p(
+                "workitems",
+                ids=",".join(ids),
+                fields=fields,
+                errorPolicy="omit",
+                **{"api-version": V_WORKITEMS},
+            ),
+            action=action,
+        )
+        return [r for r in (rows.get("value") if isinstance(rows, dict) else rows) or [] if r]
+
     def search_updated_since(
         self, cursor: str | None, *, limit: int = 100
     ) -> tuple[list[ItemRef], str | None]:
@@ -298,14 +318,10 @@ class AzureDevOpsConnector(Connector):
         # ``since`` is a timestamp this code formatted (never user text), so building WIQL from it is safe.
         where = f"[System.TeamProject] = @project AND [System.ChangedDate] >= '{since}'"
         wiql = f"SELECT [System.Id] FROM WorkItems WHERE {where} ORDER BY [System.ChangedDate], [System.Id]"  # noqa: S608
-        team = self._settings().get("team") or f"{self.project} Team"
         # Ask for more than ``limit``: what the overlap window already returned is skipped below.
         result = self.http.send_json(
             "POST",
-            f"{quote(self.project)}/{quote(team)}/_apis/wit/wiql?"
-            + urlencode(
-                {"timePrecision": "true", "$top": min(20000, limit * 5 + 100), "api-version": V_WIQL}
-            ),
+            self._wiql_url(timePrecision="true", **{"$top": min(20000, limit * 5 + 100)}),
             {"query": wiql},
             action="query the work items changed recently",
             idempotent=True,  # a query: changes nothing
@@ -315,17 +331,9 @@ class AzureDevOpsConnector(Connector):
         newest = cursor
         for start in range(0, len(ids), 200):  # the batch read takes at most 200 ids
             chunk = ids[start : start + 200]
-            rows = self.http.get_json(
-                self._p(
-                    "workitems",
-                    ids=",".join(chunk),
-                    fields="System.Id,System.ChangedDate",
-                    errorPolicy="omit",
-                    **{"api-version": V_WORKITEMS},
-                ),
-                action="read the changed dates of work items",
+            rows = self._read_fields(
+                chunk, "System.Id,System.ChangedDate", action="read the changed dates of work items"
             )
-            rows = [r for r in (rows.get("value") if isinstance(rows, dict) else rows) or [] if r]
             for raw in sorted(rows, key=lambda r: (r["fields"]["System.ChangedDate"], r["id"])):
                 changed = raw["fields"]["System.ChangedDate"]
                 if not _seen.fresh(self.account, str(raw["id"]), changed, self.http):
@@ -367,11 +375,9 @@ class AzureDevOpsConnector(Connector):
             f"SELECT [System.Id] FROM WorkItems WHERE {where} "  # noqa: S608
             "ORDER BY [System.CreatedDate] DESC, [System.Id] DESC"
         )
-        team = self._settings().get("team") or f"{self.project} Team"
         result = self.http.send_json(
             "POST",
-            f"{quote(self.project)}/{quote(team)}/_apis/wit/wiql?"
-            + urlencode({"$top": FIND_CREATED_TOP, "api-version": V_WIQL}),
+            self._wiql_url(**{"$top": FIND_CREATED_TOP}),
             {"query": wiql},
             action="look for a work item an earlier attempt created",
             idempotent=True,  # a query: changes nothing
@@ -379,17 +385,11 @@ class AzureDevOpsConnector(Connector):
         ids = [str(w["id"]) for w in result.get("workItems") or []][:FIND_CREATED_TOP]
         if not ids:
             return []
-        rows = self.http.get_json(
-            self._p(
-                "workitems",
-                ids=",".join(ids),
-                fields="System.Id,System.Title,System.CreatedDate,System.ChangedDate,System.TeamProject",
-                errorPolicy="omit",
-                **{"api-version": V_WORKITEMS},
-            ),
+        rows = self._read_fields(
+            ids,
+            "System.Id,System.Title,System.CreatedDate,System.ChangedDate,System.TeamProject",
             action="read the work items an earlier attempt may have created",
         )
-        rows = [r for r in (rows.get("value") if isinstance(rows, dict) else rows) or [] if r]
 
         def wanted(raw: Mapping[str, Any]) -> bool:
             f = raw.get("fields") or {}
@@ -639,11 +639,9 @@ class AzureDevOpsConnector(Connector):
         # The condition is the trigger's own WIQL: Azure DevOps parses and checks it (no string building
         # beyond the node's own id bounds, which are digits).
         wiql = f"SELECT [System.Id] FROM WorkItems WHERE {where} ORDER BY [System.Id]"  # noqa: S608
-        team = self._settings().get("team") or f"{self.project} Team"
         response = self.http.request(
             "POST",
-            f"{quote(self.project)}/{quote(team)}/_apis/wit/wiql?"
-            + urlencode({"$top": top, "api-version": V_WIQL}),
+            self._wiql_url(**{"$top": top}),
             json={"query": wiql},
             action=action,
             ok_statuses=(400,),

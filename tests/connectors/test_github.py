@@ -41,6 +41,7 @@ from instances.models import Instance
 from tests.connectors.fakes.base import ContractViolation, Reply
 from tests.connectors.fakes.github import API, TOKEN, FakeGitHub
 from tests.connectors.fakes.support import FakeClock, wired
+from tests.pipeline_support import retry_now
 
 SECRET = "webhook-secret"
 
@@ -518,15 +519,6 @@ def test_find_created_returns_the_nodes_issues_since_t_with_that_title_newest_fi
     assert gh.find_created({"summary": "Printer on fire"}, since=fake.clock + timedelta(seconds=1)) == []
 
 
-def _retry_now(twin_id: int) -> None:
-    """The retry the backoff would make a little later."""
-    from replicas import pipeline
-    from replicas.models import SyncEvent
-
-    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
-    pipeline.process_twin(twin_id)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(fake: FakeGitHub) -> None:
     from connections.services import connection_create_local
@@ -549,7 +541,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     event = github_side.events.get(direction="in")
     assert event.status == "pending" and "may have done it" in event.error
 
-    _retry_now(github_side.pk)
+    retry_now(github_side.pk)
     github_side.refresh_from_db()
     assert github_side.state == "synchronized", list(github_side.events.values_list("status", "error"))
     assert list(fake.issues) == [copy["number"]] and github_side.local_id == str(copy["number"])
@@ -560,7 +552,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     services.comment_add(issue=issue, actor="anna@example.com", body="Said once")
     assert len(fake.comments) == 1
     assert "may have done it" in github_side.events.get(status="pending").error
-    _retry_now(github_side.pk)
+    retry_now(github_side.pk)
     github_side.refresh_from_db()
     assert github_side.state == "synchronized", list(github_side.events.values_list("status", "error"))
     assert [c["body"] for c in fake.comments.values()] == ["Said once"]

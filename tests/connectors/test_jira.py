@@ -58,6 +58,7 @@ from instances.models import Instance
 from tests.connectors.fakes.base import Reply
 from tests.connectors.fakes.jira import API_TOKEN, EMAIL, SITE, FakeJira
 from tests.connectors.fakes.support import FakeClock, wired
+from tests.pipeline_support import retry_now
 
 SECRET = "jira-webhook-secret"
 
@@ -544,15 +545,6 @@ def test_read_only_posts_are_retried_after_a_500_but_a_create_is_not(
     assert err.value.retryable and len(fake.requests_to("POST", r"/issue$")) == 2
 
 
-def _retry_now(twin_id: int) -> None:
-    """The retry the backoff would make a little later."""
-    from replicas import pipeline
-    from replicas.models import SyncEvent
-
-    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
-    pipeline.process_twin(twin_id)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(fake: FakeJira) -> None:
     from connections.services import connection_create_local
@@ -577,7 +569,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     event = jira_side.events.get(direction="in")
     assert event.status == "pending" and "may have done it" in event.error
 
-    _retry_now(jira_side.pk)
+    retry_now(jira_side.pk)
     jira_side.refresh_from_db()
     assert jira_side.state == "synchronized", list(jira_side.events.values_list("status", "error"))
     assert list(fake.issues) == [copy["id"]] and jira_side.local_id == copy["id"]  # adopted, not repeated
@@ -588,7 +580,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     services.comment_add(issue=issue, actor="anna@example.com", body="Said once")
     assert len(fake.comments) == 1
     assert "may have done it" in jira_side.events.get(status="pending").error
-    _retry_now(jira_side.pk)
+    retry_now(jira_side.pk)
     jira_side.refresh_from_db()
     assert jira_side.state == "synchronized", list(jira_side.events.values_list("status", "error"))
     assert [adf_to_text(c["body"]) for c in fake.comments.values()] == ["Said once"]

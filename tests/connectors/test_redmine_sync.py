@@ -19,6 +19,7 @@ from instances.polling import poll_instance
 from instances.tracker import services
 from replicas import pipeline
 from syncrules.services import rules_current, rules_publish
+from tests.pipeline_support import retry_now
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -194,14 +195,6 @@ def _lose_answers(monkeypatch, wanted):  # type: ignore[no-untyped-def]
     return lost
 
 
-def _retry_now(twin_id: int) -> None:
-    """The retry the backoff would make a little later."""
-    from replicas.models import SyncEvent
-
-    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
-    pipeline.process_twin(twin_id)
-
-
 def test_a_create_whose_answer_was_lost_is_adopted_not_repeated(redmine, redmine_project, pair, monkeypatch):
     connection, project, red = pair
     lost = _lose_answers(
@@ -215,7 +208,7 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_repeated(redmine, redmine
     assert event.status == "pending" and "may have done it" in event.error  # it will be retried, unseen
     assert _subjects(redmine, redmine_project).count("Lost in transit") == 1
 
-    _retry_now(remote_side.pk)
+    retry_now(remote_side.pk)
     remote_side.refresh_from_db()
     assert remote_side.state == "synchronized", remote_side.events.values_list("status", "error")
     assert _subjects(redmine, redmine_project).count("Lost in transit") == 1  # adopted: still one issue
@@ -247,7 +240,7 @@ def test_a_note_and_a_file_whose_answers_were_lost_are_adopted_not_repeated(redm
         lost = _lose_answers(monkeypatch, note_or_file)
         add()
         assert lost
-        _retry_now(remote_side.pk)
+        retry_now(remote_side.pk)
         remote_side.refresh_from_db()
         assert remote_side.state == "synchronized", remote_side.events.values_list("status", "error")
         monkeypatch.undo()

@@ -23,6 +23,7 @@ from instances.connectors.base import ConnectorError
 from tests.connectors2.conftest import make_instance, wire
 from tests.connectors2.fakes.azure import FakeAzureDevOps, contract
 from tests.connectors2.swagger import ContractError
+from tests.pipeline_support import retry_now
 
 V3 = "7.2-preview.3"
 
@@ -448,15 +449,6 @@ def test_an_attachment_link_whose_answer_was_lost_is_not_added_twice(azure, serv
     ]
 
 
-def _retry_now(twin_id: int) -> None:
-    """The retry the backoff would make a little later."""
-    from replicas import pipeline
-    from replicas.models import SyncEvent
-
-    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
-    pipeline.process_twin(twin_id)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
     from tests.connectors2.pipeline_helpers import Pair
@@ -472,7 +464,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     assert event.status == "pending" and "may have done it" in event.error
     assert len(server.items) == 1
 
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     twin.refresh_from_db()
     assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
     (item,) = server.items.values()  # adopted: still one work item
@@ -484,6 +476,6 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     pair.comment_builtin(issue, "Said once")
     assert not server.lose, "the comment was not sent"
     assert twin.events.filter(status="pending").exists()
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     assert [c["text"] for c in server.comments[item["id"]]] == ["Said once"]
     pair.assert_settled()

@@ -27,6 +27,7 @@ from instances.connectors.base import ConnectorError
 from instances.connectors.gitlab import GitLabConnector, parse_key
 from tests.connectors2.conftest import make_instance, wire
 from tests.connectors2.fakes.gitlab import FakeGitLab
+from tests.pipeline_support import retry_now
 
 
 @pytest.fixture
@@ -330,15 +331,6 @@ def test_find_created_returns_the_accounts_issues_since_then_with_that_title(git
     assert [r.id for r in gitlab.find_created({}, since=since)] == [untitled.id]  # "(no summary)"
 
 
-def _retry_now(twin_id: int) -> None:
-    """The retry the backoff would make a little later."""
-    from replicas import pipeline
-    from replicas.models import SyncEvent
-
-    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
-    pipeline.process_twin(twin_id)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_note_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
     from tests.connectors2.pipeline_helpers import Pair
@@ -354,7 +346,7 @@ def test_a_create_and_a_note_whose_answers_were_lost_are_adopted_not_repeated(se
     assert event.status == "pending" and "may have done it" in event.error
     assert len(server.issues) == 1
 
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     twin.refresh_from_db()
     assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
     (gl,) = server.issues.values()  # adopted: still one issue
@@ -366,6 +358,6 @@ def test_a_create_and_a_note_whose_answers_were_lost_are_adopted_not_repeated(se
     pair.comment_builtin(issue, "Said once")
     assert not server.lose, "the note was not sent"
     assert twin.events.filter(status="pending").exists()
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     assert [n["body"] for n in server.notes[gl["iid"]]] == ["Said once"]
     pair.assert_settled()

@@ -29,6 +29,7 @@ from instances.connectors.base import ConnectorError
 from instances.connectors.salesforce import SalesforceConnector, soql_quote
 from tests.connectors2.conftest import make_instance, wire
 from tests.connectors2.fakes.salesforce import FakeSalesforce
+from tests.pipeline_support import retry_now
 
 
 @pytest.fixture
@@ -317,15 +318,6 @@ def test_the_token_request_is_repeated_after_a_500_but_a_create_is_not(sfc, serv
     assert [c["CommentBody"] for c in server.db["CaseComment"].values()] == ["Once"]
 
 
-def _retry_now(twin_id: int) -> None:
-    """The retry the backoff would make a little later."""
-    from replicas import pipeline
-    from replicas.models import SyncEvent
-
-    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
-    pipeline.process_twin(twin_id)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
     from tests.connectors2.pipeline_helpers import Pair
@@ -349,7 +341,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     assert event.status == "pending" and "may have done it" in event.error
     assert len(server.db["Case"]) == 1
 
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     twin.refresh_from_db()
     assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
     (case,) = server.db["Case"].values()  # adopted: still one case
@@ -361,6 +353,6 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     pair.comment_builtin(issue, "Said once")
     assert not server.lose, "the comment was not sent"
     assert twin.events.filter(status="pending").exists()
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     assert [c["CommentBody"] for c in server.db["CaseComment"].values()] == ["Said once"]
     pair.assert_settled()

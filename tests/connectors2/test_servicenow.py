@@ -30,6 +30,7 @@ from instances.connectors.base import ConnectorError
 from instances.connectors.servicenow import ServiceNowConnector
 from tests.connectors2.conftest import make_instance, wire
 from tests.connectors2.fakes.servicenow import FakeServiceNow
+from tests.pipeline_support import retry_now
 
 
 @pytest.fixture
@@ -337,15 +338,6 @@ def test_a_comment_is_not_repeated_after_a_lost_answer_but_a_field_update_is(sn,
     assert len([c for c in server.calls if c.method == "PATCH"]) == 4  # the update twice, one each
 
 
-def _retry_now(twin_id: int) -> None:
-    """The retry the backoff would make a little later."""
-    from replicas import pipeline
-    from replicas.models import SyncEvent
-
-    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
-    pipeline.process_twin(twin_id)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
     from tests.connectors2.pipeline_helpers import Pair
@@ -367,7 +359,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     assert event.status == "pending" and "may have done it" in event.error
     assert len(server.tables["incident"]) == 1
 
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     twin.refresh_from_db()
     assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
     (row,) = server.tables["incident"].values()  # adopted: still one record
@@ -379,6 +371,6 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     pair.comment_builtin(issue, "Said once")
     assert not server.lose, "the comment was not sent"
     assert twin.events.filter(status="pending").exists()
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     assert [j["value"] for j in server.tables["sys_journal_field"].values()] == ["Said once"]
     pair.assert_settled()

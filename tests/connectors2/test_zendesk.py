@@ -29,6 +29,7 @@ from instances.connectors.base import ConnectorError
 from instances.connectors.zendesk import ZendeskConnector, parse_key
 from tests.connectors2.conftest import make_instance, wire
 from tests.connectors2.fakes.zendesk import FakeZendesk
+from tests.pipeline_support import retry_now
 
 
 @pytest.fixture
@@ -394,15 +395,6 @@ def test_an_update_with_a_comment_is_not_repeated_after_a_lost_answer_but_a_fiel
     assert server.tickets[1]["priority"] == "high"
 
 
-def _retry_now(twin_id: int) -> None:
-    """The retry the backoff would make a little later."""
-    from replicas import pipeline
-    from replicas.models import SyncEvent
-
-    SyncEvent.objects.filter(twin_id=twin_id, status="pending").update(not_before=None)
-    pipeline.process_twin(twin_id)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
     from tests.connectors2.pipeline_helpers import Pair
@@ -424,7 +416,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     assert event.status == "pending" and "may have done it" in event.error
     assert len(server.tickets) == 1
 
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     twin.refresh_from_db()
     assert twin.state == "synchronized", list(twin.events.values_list("status", "error"))
     (ticket,) = server.tickets.values()  # adopted: still one ticket
@@ -436,7 +428,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     pair.comment_builtin(issue, "Said once")
     assert not server.lose, "the comment was not sent"
     assert twin.events.filter(status="pending").exists()
-    _retry_now(twin.pk)
+    retry_now(twin.pk)
     assert [c["body"] for c in server.comments[ticket["id"]]].count("Said once") == 1
     assert len(server.comments[ticket["id"]]) == 2  # the description and the comment
     pair.assert_settled()
