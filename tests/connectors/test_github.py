@@ -418,13 +418,11 @@ def test_is_own_change_by_webhook_sender_and_by_own_write_versions(
 # --- through the real pipeline -----------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_sync_with_the_builtin_tracker_both_ways(fake: FakeGitHub) -> None:
+def _desk_and_github():  # type: ignore[no-untyped-def]
+    """A built-in project and a GitHub instance joined by a local connection: (project, to, from GitHub)."""
     from connections.services import connection_create_local
-    from instances.models import Issue
     from instances.tracker import services
     from replicas import pipeline
-    from replicas.outbox import record_item_change
 
     desk = Instance.objects.create(name="Support desk", tracker_type="builtin")
     project = services.project_create(instance=desk, key="SUP", name="Support")
@@ -432,6 +430,17 @@ def test_sync_with_the_builtin_tracker_both_ways(fake: FakeGitHub) -> None:
     github.save()
     to_gh, from_gh = connection_create_local(name="Desk ⇄ GitHub", instance_a=desk, instance_b=github)
     pipeline._META_CACHE.clear()
+    return project, to_gh, from_gh
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_with_the_builtin_tracker_both_ways(fake: FakeGitHub) -> None:
+    from instances.models import Issue
+    from instances.tracker import services
+    from replicas import pipeline
+    from replicas.outbox import record_item_change
+
+    project, to_gh, from_gh = _desk_and_github()
 
     # Built-in → GitHub: create, comment, edit, attachment.
     issue = services.issue_create(
@@ -469,7 +478,10 @@ def test_sync_with_the_builtin_tracker_both_ways(fake: FakeGitHub) -> None:
     for ref in parse_webhook(headers, body):  # what the webhook intake view does
         with transaction.atomic():
             record_item_change(
-                instance_id=github.pk, item_id=ref.id, item_key=ref.key, actor="github:octocat"
+                instance_id=from_gh.local_instance_id,
+                item_id=ref.id,
+                item_key=ref.key,
+                actor="github:octocat",
             )
     mirrored.refresh_from_db()
     assert (mirrored.summary, mirrored.status) == ("Keyboard missing (desk 4)", "Closed")
@@ -521,16 +533,10 @@ def test_find_created_returns_the_nodes_issues_since_t_with_that_title_newest_fi
 
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(fake: FakeGitHub) -> None:
-    from connections.services import connection_create_local
     from instances.tracker import services
     from replicas import pipeline
 
-    desk = Instance.objects.create(name="Support desk", tracker_type="builtin")
-    project = services.project_create(instance=desk, key="SUP", name="Support")
-    github = make_instance()
-    github.save()
-    to_gh, from_gh = connection_create_local(name="Desk ⇄ GitHub", instance_a=desk, instance_b=github)
-    pipeline._META_CACHE.clear()
+    project, to_gh, from_gh = _desk_and_github()
     fake.clock = datetime.now(UTC)  # the pipeline looks for issues created since its event, by its own clock
 
     issue = services.issue_create(project=project, actor="anna@example.com", summary="Lost in transit")

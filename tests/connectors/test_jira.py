@@ -396,13 +396,11 @@ def test_is_own_change(fake: FakeJira, jira: JiraConnector) -> None:
 # --- through the real pipeline -----------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_sync_with_the_builtin_tracker_both_ways(fake: FakeJira) -> None:
+def _desk_and_jira():  # type: ignore[no-untyped-def]
+    """A built-in project and a Jira instance joined by a local connection: (project, to Jira, from Jira)."""
     from connections.services import connection_create_local
-    from instances.models import Issue
     from instances.tracker import services
     from replicas import pipeline
-    from replicas.outbox import record_item_change
 
     desk = Instance.objects.create(name="Support desk", tracker_type="builtin")
     project = services.project_create(instance=desk, key="DESK", name="Desk")
@@ -412,6 +410,17 @@ def test_sync_with_the_builtin_tracker_both_ways(fake: FakeJira) -> None:
         name="Desk ⇄ Jira", instance_a=desk, instance_b=jira_instance
     )
     pipeline._META_CACHE.clear()
+    return project, to_jira, from_jira
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_with_the_builtin_tracker_both_ways(fake: FakeJira) -> None:
+    from instances.models import Issue
+    from instances.tracker import services
+    from replicas import pipeline
+    from replicas.outbox import record_item_change
+
+    project, to_jira, from_jira = _desk_and_jira()
 
     # Built-in → Jira: create with a comment and an attachment, then an edit.
     issue = services.issue_create(
@@ -463,7 +472,7 @@ def test_sync_with_the_builtin_tracker_both_ways(fake: FakeJira) -> None:
     for ref in parse_webhook(headers, body):  # what the webhook intake view does
         with transaction.atomic():
             record_item_change(
-                instance_id=jira_instance.pk, item_id=ref.id, item_key=ref.key, actor="jira:anna"
+                instance_id=from_jira.local_instance_id, item_id=ref.id, item_key=ref.key, actor="jira:anna"
             )
     mirrored.refresh_from_db()
     assert (mirrored.summary, mirrored.priority) == ("Keyboard missing (desk 4)", "Highest")
@@ -547,18 +556,10 @@ def test_read_only_posts_are_retried_after_a_500_but_a_create_is_not(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(fake: FakeJira) -> None:
-    from connections.services import connection_create_local
     from instances.tracker import services
     from replicas import pipeline
 
-    desk = Instance.objects.create(name="Support desk", tracker_type="builtin")
-    project = services.project_create(instance=desk, key="DESK", name="Desk")
-    jira_instance = make_instance()
-    jira_instance.save()
-    to_jira, from_jira = connection_create_local(
-        name="Desk ⇄ Jira", instance_a=desk, instance_b=jira_instance
-    )
-    pipeline._META_CACHE.clear()
+    project, to_jira, from_jira = _desk_and_jira()
     fake.clock = datetime.now(UTC)  # the pipeline looks for issues created since its event, by its own clock
 
     issue = services.issue_create(project=project, actor="anna@example.com", summary="Lost in transit")

@@ -227,18 +227,23 @@ def test_webhooks_from_a_flow_callout(sfc, server):  # type: ignore[no-untyped-d
     assert sfc.parse_webhook({}, b"<soap/>") == [] and sfc.parse_webhook({}, b'{"Id": "x"}') == []
 
 
-@pytest.mark.django_db(transaction=True)
-def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped-def]
+def _pair(server):  # type: ignore[no-untyped-def]
+    """A built-in project and the fake Salesforce joined by a local connection."""
     from tests.connectors2.pipeline_helpers import Pair
 
     sf._tokens.clear()
-    pair = Pair.create(
+    return Pair.create(
         "salesforce",
         server.host,
         {"client_id": server.client_id, "client_secret": server.client_secret},
         {},
         statuses=["New", "Working", "Escalated", "Closed"],
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped-def]
+    pair = _pair(server)
     issue = pair.builtin_issue(comment="Seen twice today", attachment=("log.txt", b"trace"))
     pair.edit_builtin(issue, status="New")
     pair.exalate(issue)
@@ -320,16 +325,7 @@ def test_the_token_request_is_repeated_after_a_500_but_a_create_is_not(sfc, serv
 
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
-    from tests.connectors2.pipeline_helpers import Pair
-
-    sf._tokens.clear()
-    pair = Pair.create(
-        "salesforce",
-        server.host,
-        {"client_id": server.client_id, "client_secret": server.client_secret},
-        {},
-        statuses=["New", "Working", "Escalated", "Closed"],
-    )
+    pair = _pair(server)
     server.clock.catch_up()  # the node looks for cases created since the event (its own, real clock)
     issue = pair.builtin_issue()
     pair.edit_builtin(issue, status="New")
