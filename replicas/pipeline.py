@@ -891,7 +891,8 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
     atomic = transaction.atomic() if builtin else nullcontext()
     # Elsewhere an earlier attempt of this event may have written without hearing back (its answer was
     # lost, or its worker died waiting): this attempt adopts what it finds written instead of repeating it.
-    retrying = not builtin and (head.attempts > 0 or SyncError.objects.filter(event_id=head.pk).exists())
+    # (An admin's retry sets attempts to 1, so it counts too.)
+    retrying = not builtin and head.attempts > 0
     if first_sync and retrying:
         earlier = _created_earlier(connector, twin, create_fields, since=head.created_at - CREATE_CLOCK_SKEW)
         if earlier is not None:
@@ -1391,7 +1392,8 @@ def error_resolve(*, error: SyncError, retry: bool) -> None:
                 nudge(twin_id)
         if error.event_id:
             SyncEvent.objects.filter(pk=error.event_id, status=Status.FAILED).update(
-                status=Status.PENDING, attempts=0, not_before=None
+                # 1, not 0: the retry must know an earlier attempt ran (it adopts what that one wrote).
+                status=Status.PENDING, attempts=1, not_before=None
             )
         if error.twin_id:
             Twin.objects.filter(pk=error.twin_id, state=Twin.State.FAILED).update(state=Twin.State.QUEUED)

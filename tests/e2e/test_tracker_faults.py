@@ -44,6 +44,16 @@ print(json.dumps(a.pk))
 """
 
 
+RETRIED = """
+import json
+from django.db.models import Sum
+from replicas.models import SyncEvent
+retried = SyncEvent.objects.filter(attempts__gt=1)
+extra = (retried.aggregate(n=Sum("attempts"))["n"] or 0) - retried.count()
+print(json.dumps({"events_retried": retried.count(), "extra_attempts": extra}))
+"""
+
+
 def _redmine_user(server: Any, project: dict[str, Any]) -> str:
     login = f"human{uuid.uuid4().hex[:6]}"
     user = server.call(
@@ -230,8 +240,12 @@ def test_tracker_faults_lose_and_duplicate_nothing(node_factory, redmine, redmin
         # Exactly once: the convergence check compares sorted lists, so a duplicate would have failed it.
     finally:
         proxy.close()
+    retried = node.shell(RETRIED)
+    log = (node.var_dir / "processes.log").read_text(errors="replace")
     report = {
         "seed": seed,
+        **retried,
+        "writes_adopted": log.count("Adopted "),
         "edits": dict(edits),
         "items_created_during_faults": len(created_later),
         "tracker_faults": dict(proxy.counts),
