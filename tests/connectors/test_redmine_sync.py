@@ -220,6 +220,22 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_repeated(redmine, redmine
     assert (subjects.count("Found again"), subjects.count("Lost in transit")) == (1, 0)
 
 
+def test_an_admin_retry_after_a_lost_create_adopts_it_too(redmine, redmine_project, pair, monkeypatch):
+    from replicas.models import SyncError
+
+    connection, project, red = pair
+    _lose_answers(monkeypatch, lambda method, url, body: method == "POST" and url.endswith("/issues.json"))
+    issue = services.issue_create(project=project, actor="anna@example.com", summary="Retried by an admin")
+    pipeline.exalate(connection=connection, key=issue.key)
+    remote_side = red.connections.get().twins.get()
+    event = remote_side.events.get(direction="in")
+    pipeline.entity_error(remote_side, event, "Redmine kept failing (as after the last backoff).")
+    pipeline.error_resolve(error=SyncError.objects.get(event=event), retry=True)
+    remote_side.refresh_from_db()
+    assert remote_side.state == "synchronized", remote_side.events.values_list("status", "error")
+    assert _subjects(redmine, redmine_project).count("Retried by an admin") == 1
+
+
 def test_a_note_and_a_file_whose_answers_were_lost_are_adopted_not_repeated(redmine, pair, monkeypatch):
     connection, project, red = pair
     issue = services.issue_create(project=project, actor="anna@example.com", summary="Notes and files")
