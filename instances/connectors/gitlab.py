@@ -14,7 +14,8 @@ other labels are the labels; the first assignee is the assignee, the author the 
 
 * Writes: one ``PUT /projects/:id/issues/:iid`` carrying only what changes (``state_event`` close/reopen,
   ``add_labels``/``remove_labels`` for the scoped status and priority labels, ``labels`` for the rest).
-* Comments are notes (system notes are skipped); ``internal`` notes are GitLab's internal notes.
+* Comments are notes (system notes are skipped, and so are the node's notes that only carry an attachment);
+  ``internal`` notes are GitLab's internal notes.
 * Attachments: GitLab has no attachment list on issues. A file is uploaded with ``POST
   /projects/:id/uploads`` (multipart) and attached by a note holding its markdown link, written by the node
   as ``📎 [name](/uploads/<secret>/<name>)``. The hubIssue's attachments are the upload links found in the
@@ -68,6 +69,17 @@ HINTS = {
 }
 # A project upload's markdown link: [name](/uploads/<32 hex secret>/<filename>)
 _UPLOAD_RE = re.compile(r"\[([^\]]*)\]\((?:[^)\s]*?)/uploads/([0-9a-f]{10,64})/([^)\s]+)\)")
+
+
+def _is_carrier(body: str | None) -> bool:
+    """Whether a note is one ``add_attachment`` wrote: "📎 " and one upload link, nothing else. It is the
+    attachment, not a comment (as Zendesk's and GitHub's carriers are)."""
+    text = (body or "").strip()
+    if not text.startswith("📎 "):
+        return False
+    links = list(_UPLOAD_RE.finditer(text))
+    return len(links) == 1 and text[2:].strip() == links[0].group(0)
+
 
 # The filters of GET /projects/:id/issues a trigger may use (GitLab's Issues API reference); ``not[<filter>]``
 # negates one of those marked negatable.
@@ -248,8 +260,8 @@ class GitLabConnector(Connector):
                         }
                     )
         for note in notes:
-            if note.get("system"):
-                continue
+            if note.get("system") or _is_carrier(note.get("body")):
+                continue  # GitLab's own notes, and the node's notes that only carry an attachment
             comments.append(
                 {
                     "id": str(note["id"]),
@@ -557,9 +569,8 @@ class GitLabConnector(Connector):
     def delete_attachment(self, item_id: str, attachment_id: str) -> None:
         secret, _, filename = str(attachment_id).partition("/")
         for note in self._notes(item_id):
-            body = (note.get("body") or "").strip()
-            links = _UPLOAD_RE.findall(body)
-            if body.startswith("📎") and len(links) == 1 and links[0][1] == secret:
+            body = note.get("body") or ""
+            if _is_carrier(body) and _UPLOAD_RE.findall(body)[0][1] == secret:
                 self.delete_comment(item_id, str(note["id"]))
         self.http.request(
             "DELETE",

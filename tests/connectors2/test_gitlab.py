@@ -168,7 +168,9 @@ def test_attachments_upload_link_stream_and_delete(gitlab, server):  # type: ign
     item = gitlab.get_item(ref.id)
     (att,) = item["attachments"]
     assert (att["id"], att["filename"], att["mimeType"]) == (aid, "log.txt", "text/plain")
-    assert item["comments"][0]["body"].startswith("📎 [log.txt](/uploads/")
+    # The note carrying the link is the attachment, not a comment.
+    (note,) = server.notes[int(ref.id)]
+    assert note["body"].startswith("📎 [log.txt](/uploads/") and item["comments"] == []
     assert b"".join(gitlab.open_attachment(ref.id, aid)) == b"trace"
     gitlab.delete_attachment(ref.id, aid)
     item = gitlab.get_item(ref.id)
@@ -293,6 +295,24 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     pair.deliver(json.dumps(server.hook("issue", iid)).encode(), {"Idempotency-Key": "d-1"})
     pair.poll()
     assert len(server.writes()) == writes
+    pair.assert_settled()
+    # A file attached on the built-in side later reaches GitLab as an upload and the node's note that
+    # carries it; that note never comes back as a comment.
+    from instances.tracker import services
+
+    services.attachment_add(issue=issue, actor="anna@example.com", filename="later.txt", content=b"later")
+    assert server.notes[iid][-1]["body"].startswith("📎 [later.txt]")
+    server.clock.catch_up()
+    server.human_edit(iid, title="Fixed printer, really")
+    pair.deliver(json.dumps(server.hook("issue", iid)).encode(), {"Idempotency-Key": "d-2"})
+    issue.refresh_from_db()
+    assert issue.summary == "Fixed printer, really"
+    assert [b for b in issue.comments.values_list("body", flat=True) if "📎" in b] == []
+    assert sorted(issue.attachments.values_list("filename", flat=True)) == [
+        "fuser.jpg",
+        "later.txt",
+        "log.txt",
+    ]
     pair.assert_settled()
 
 
