@@ -162,6 +162,10 @@ NODE_RETRY_MAX_SECONDS: int = env.int("NODE_RETRY_MAX_SECONDS", default=300)  # 
 
 # How long a worker may hold a twin before another may take it over (a crashed worker's work resumes then).
 PIPELINE_LEASE_SECONDS: int = env.int("PIPELINE_LEASE_SECONDS", default=60)
+# How long one poll of a tracker holds the instance (renewed before each page of results): the longest a
+# worker killed mid-poll delays the next poll. A page that takes longer (a slow tracker, retries) lets a
+# second poll start meanwhile, which is harmless: a change recorded twice is sent once.
+POLL_LEASE_SECONDS: int = env.int("POLL_LEASE_SECONDS", default=30)
 # Run pipeline tasks in the calling process (unit tests, demos without a worker).
 TASKS_INLINE: bool = env.bool("TASKS_INLINE", default=False)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -22,7 +23,6 @@ from instances.models import Instance
 logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 60
-LEASE = timedelta(minutes=5)
 POLLED_ACTOR = f"{NODE_ACTOR_PREFIX}:poll"
 
 
@@ -30,11 +30,15 @@ def poll_instance(instance_id: int) -> int:
     """Poll one instance now; returns the number of changed items recorded."""
     from replicas.outbox import record_item_change
 
+    # A lease, so two workers do not poll one instance at once. It is short and renewed before each page:
+    # a worker killed while polling holds the instance for at most POLL_LEASE_SECONDS, not until some
+    # long timeout (a 5-minute lease once stopped a Redmine instance's polling that long after a SIGKILL).
+    lease = timedelta(seconds=settings.POLL_LEASE_SECONDS)
     now = timezone.now()
     taken = (
         Instance.objects.filter(pk=instance_id)
         .filter(Q(poll_lease_until__isnull=True) | Q(poll_lease_until__lt=now))
-        .update(poll_lease_until=now + LEASE)
+        .update(poll_lease_until=now + lease)
     )
     if taken != 1:
         return 0  # another worker is polling it
@@ -43,7 +47,11 @@ def poll_instance(instance_id: int) -> int:
         instance = Instance.objects.get(pk=instance_id)
         connector = get_connector(instance)
         cursor = instance.poll_cursor or None
+        first = True
         while True:
+            if not first:
+                Instance.objects.filter(pk=instance_id).update(poll_lease_until=timezone.now() + lease)
+            first = False
             refs, next_cursor = connector.search_updated_since(cursor, limit=100)
             with transaction.atomic():
                 for ref in refs:
