@@ -900,7 +900,7 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             Twin.objects.filter(pk=twin.pk).update(
                 local_id=earlier.id, local_key=earlier.key, local_url=twin.local_url
             )
-            logger.info("Adopted %s, created by an earlier attempt of %s", earlier.key, head.trace_id)
+            logger.warning("Adopted %s, created by an earlier attempt of %s", earlier.key, head.trace_id)
             return _process_incoming(twin, head)  # now an update of that item
     created = False
     wrote = Written()
@@ -1021,7 +1021,7 @@ def _adopt(
     EntityLink.objects.create(twin=twin, kind=kind, local_id=str(local_id), remote_id=str(remote_id))
     if wrote is not None:
         wrote.entries["comments" if kind == EntityLink.Kind.COMMENT else "attachments"].add(str(local_id))
-    logger.info("Adopted %s %s, written by an earlier attempt, as the copy of %s", kind, local_id, remote_id)
+    logger.warning("Adopted %s %s, written by an earlier attempt, copying %s", kind, local_id, remote_id)
 
 
 def _apply_comments(
@@ -1393,7 +1393,9 @@ def error_resolve(*, error: SyncError, retry: bool) -> None:
         if error.event_id:
             SyncEvent.objects.filter(pk=error.event_id, status=Status.FAILED).update(
                 # 1, not 0: the retry must know an earlier attempt ran (it adopts what that one wrote).
-                status=Status.PENDING, attempts=1, not_before=None
+                status=Status.PENDING,
+                attempts=1,
+                not_before=None,
             )
         if error.twin_id:
             Twin.objects.filter(pk=error.twin_id, state=Twin.State.FAILED).update(state=Twin.State.QUEUED)
