@@ -19,6 +19,7 @@ Rules it keeps (see docs/architecture.md, "The pipeline"):
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import logging
 import tempfile
@@ -34,6 +35,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
+from requests import RequestException
 
 from connections.models import Connection
 from exalate_node.tasks import enqueue
@@ -1173,6 +1175,13 @@ def _apply_attachments(
 # --- failures -----------------------------------------------------------------------------------------------
 
 
+# File-system failures an admin can fix (full disk or quota, permissions, a missing or wrong MEDIA_ROOT).
+FILE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+    | {errno.ENOTDIR, errno.EISDIR, errno.ENOENT}
+)
+
+
 def _handle_failure(twin: Twin, event: SyncEvent, exc: Exception) -> bool:
     """Record a failure. Returns True when the twin may go on with its next event (never, today)."""
     from syncrules.engine import ScriptError
@@ -1189,6 +1198,15 @@ def _handle_failure(twin: Twin, event: SyncEvent, exc: Exception) -> bool:
         entity_error(twin, event, exc.message)
     elif isinstance(exc, ReplicaInvalid):
         entity_error(twin, event, f"{exc} Check the outgoing rules of the sending side.")
+    elif isinstance(exc, OSError) and exc.errno in FILE_ERRNOS and not isinstance(exc, RequestException):
+        where = f" ({exc.filename})" if exc.filename else ""
+        entity_error(
+            twin,
+            event,
+            f"The node could not store or read a file: {exc.strerror or exc}{where}. Check that MEDIA_ROOT "
+            f"({settings.MEDIA_ROOT}) is a writable directory with free space, then resolve and retry.",
+            details="".join(traceback.format_exception(exc))[-8000:],
+        )
     else:
         logger.exception("Sync event %s failed", event.trace_id)
         entity_error(

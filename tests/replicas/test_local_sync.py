@@ -325,3 +325,23 @@ def test_a_comment_added_while_an_apply_runs_is_still_sent(local_pair, monkeypat
     for item in (a.issue(issue.key), b.issue(copy.key)):
         assert item.summary == "from support"
         assert [c.body for c in item.comments.all()] == ["said meanwhile"]
+
+
+def test_a_storage_failure_says_what_to_fix_and_retry_resumes(local_pair, settings, tmp_path):
+    a, b = local_pair
+    issue = a.create()
+    _exalate(a, issue.key)
+    connection_deactivate(connection=a.connection)  # the change waits in the queue
+    item = a.issue(issue.key)
+    services.attachment_add(issue=item, actor="anna@example.com", filename="b.txt", content=b"2")
+    media = settings.MEDIA_ROOT
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("the storage is gone")
+    settings.MEDIA_ROOT = str(blocked)  # as when the disk is unmounted or the path is wrong
+    connection_activate(connection=a.connection)
+    error = SyncError.objects.get(resolved_at=None)
+    assert "could not store or read a file" in error.message and "MEDIA_ROOT" in error.message
+    assert "resolve and retry" in error.message and "Unexpected" not in error.message
+    settings.MEDIA_ROOT = media
+    pipeline.error_resolve(error=error, retry=True)
+    assert [x.filename for x in b.only_issue().attachments.all()] == ["b.txt"]
