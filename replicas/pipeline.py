@@ -861,7 +861,7 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             first_sync = False
     if first_sync:
         before, previous, lost, ours, ours_edited = _blank_item(), {}, [], None, None
-        unannotated = None
+        unannotated = None  # set once the item exists (below)
     else:
         current = connector.get_item(twin.local_id)
         ours, _ = build_outgoing(conn, current, rules)
@@ -922,6 +922,11 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             Twin.objects.filter(pk=twin.pk).update(
                 local_id=ref.id, local_key=ref.key, local_url=twin.local_url
             )
+            if not builtin:
+                # The new item as created (with the tracker's defaults), read at once: the echo bookkeeping
+                # records it as in sync, but not a person's edit made between now and the final read-back.
+                # (On the built-in tracker nobody sees the item before this transaction commits.)
+                unannotated = connector.get_item(ref.id)
             before = {"id": ref.id, "comments": [], "attachments": []}  # a new item has neither yet
             # Only inside the tracker's transaction is "created here" also "no earlier run got this far".
             created = conn.local_instance.tracker_type == "builtin"
@@ -950,7 +955,7 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             if not result.sync_back:
                 # No echo: what the apply changed is what the other side already has. Only what it wrote:
                 # a person's edit that landed between the two reads is still a change to send.
-                seen = applied if unannotated is None else wrote.view(unannotated, applied)
+                seen = wrote.view(unannotated, applied) if unannotated is not None else applied
                 now, _ = build_outgoing(conn, seen, rules)
                 twin.local_replica = echo_replica(twin.local_replica, ours, now)
             twin.state = Twin.State.SYNCHRONIZED

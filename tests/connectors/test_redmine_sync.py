@@ -271,3 +271,25 @@ def test_a_note_and_a_file_whose_answers_were_lost_are_adopted_not_repeated(redm
 def _subjects(redmine, project) -> list[str]:  # type: ignore[no-untyped-def]
     params = {"project_id": project["identifier"], "status_id": "*", "limit": 100}
     return sorted(i["subject"] for i in redmine.call("GET", "issues.json", params=params).json()["issues"])
+
+
+def test_a_redmine_edit_made_while_the_node_creates_the_issue_is_still_synced(redmine, pair, monkeypatch):
+    # Found by the tracker-fault run (seed 12270): a description typed in Redmine right after the node
+    # created the issue, before the apply read it back, was recorded as already in sync and never came back.
+    from instances.connectors.redmine import RedmineConnector
+
+    connection, project, red = pair
+    add_comment = RedmineConnector.add_comment
+
+    def a_person_edits_then_comment(self, item_id, **kwargs):  # type: ignore[no-untyped-def]
+        # After the create, before the apply's last read-back (it adds the comment in between).
+        redmine.call("PUT", f"issues/{item_id}.json", json={"issue": {"description": "Typed at once"}})
+        return add_comment(self, item_id, **kwargs)
+
+    monkeypatch.setattr(RedmineConnector, "add_comment", a_person_edits_then_comment)
+    issue = services.issue_create(project=project, actor="anna@example.com", summary="Brand new")
+    services.comment_add(issue=issue, actor="anna@example.com", body="With a comment")
+    pipeline.exalate(connection=connection, key=issue.key)
+    monkeypatch.undo()
+    poll_instance(red.pk)  # the node finds the Redmine change
+    assert Issue.objects.get(pk=issue.pk).description == "Typed at once"
