@@ -571,6 +571,14 @@ class JiraConnector(Connector):
         """``cursor`` minus the overlap, as JQL's ``yyyy-MM-dd HH:mm`` in the API user's time zone."""
         return self._jql_date(parse_ts(cursor) - OVERLAP)
 
+    def _search_page(self, jql: str, fields: list[str], token: str | None, *, action: str) -> dict[str, Any]:
+        """One page of ``POST /rest/api/3/search/jql`` (``nextPageToken`` paging)."""
+        body: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": PAGE}
+        if token:
+            body["nextPageToken"] = token
+        # A search changes nothing: repeated after a failure like a GET.
+        return self.http.send_json("POST", f"{API}/search/jql", body, action=action, idempotent=True)
+
     def search_updated_since(
         self, cursor: str | None, *, limit: int = 100
     ) -> tuple[list[ItemRef], str | None]:
@@ -584,16 +592,7 @@ class JiraConnector(Connector):
         newest = cursor
         token: str | None = None
         while len(refs) < limit:
-            body: dict[str, Any] = {"jql": jql, "fields": ["updated"], "maxResults": PAGE}
-            if token:
-                body["nextPageToken"] = token
-            page = self.http.send_json(
-                "POST",
-                f"{API}/search/jql",
-                body,
-                action="search issues updated recently",
-                idempotent=True,  # a search changes nothing: repeat it after a failure
-            )
+            page = self._search_page(jql, ["updated"], token, action="search issues updated recently")
             for issue in page.get("issues") or []:
                 ref = self.ref(issue)
                 if not _seen.fresh(self.account, ref.id, ref.updated, self.http):
@@ -657,19 +656,11 @@ class JiraConnector(Connector):
         found: list[tuple[datetime, int, ItemRef]] = []
         token: str | None = None
         for _ in range(2):
-            body: dict[str, Any] = {
-                "jql": jql,
-                "fields": ["summary", "creator", "created", "updated"],
-                "maxResults": PAGE,
-            }
-            if token:
-                body["nextPageToken"] = token
-            page = self.http.send_json(
-                "POST",
-                f"{API}/search/jql",
-                body,
+            page = self._search_page(
+                jql,
+                ["summary", "creator", "created", "updated"],
+                token,
                 action="look for an issue an earlier attempt created",
-                idempotent=True,
             )
             reached_older = False
             for issue in page.get("issues") or []:
