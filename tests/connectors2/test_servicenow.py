@@ -239,17 +239,22 @@ def test_webhook_from_a_business_rule(sn, server):  # type: ignore[no-untyped-de
     assert sn.parse_webhook({}, b"[]") == []
 
 
-@pytest.mark.django_db(transaction=True)
-def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped-def]
+def _pair(server):  # type: ignore[no-untyped-def]
+    """A built-in project and the fake ServiceNow joined by a local connection."""
     from tests.connectors2.pipeline_helpers import Pair
 
-    pair = Pair.create(
+    return Pair.create(
         "servicenow",
         server.host,
         {"username": server.username, "password": server.password},
         {"close_code": "Solved (Permanently)", "close_notes": "Resolved in the support desk"},
         statuses=["New", "In Progress", "Resolved", "Closed"],
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped-def]
+    pair = _pair(server)
     issue = pair.builtin_issue(comment="Seen twice today", attachment=("log.txt", b"trace"))
     pair.exalate(issue)
     (row,) = server.tables["incident"].values()
@@ -340,15 +345,7 @@ def test_a_comment_is_not_repeated_after_a_lost_answer_but_a_field_update_is(sn,
 
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
-    from tests.connectors2.pipeline_helpers import Pair
-
-    pair = Pair.create(
-        "servicenow",
-        server.host,
-        {"username": server.username, "password": server.password},
-        {"close_code": "Solved (Permanently)", "close_notes": "Resolved in the support desk"},
-        statuses=["New", "In Progress", "Resolved", "Closed"],
-    )
+    pair = _pair(server)
     server.clock.catch_up()  # the node looks for records created since the event (its own, real clock)
     issue = pair.builtin_issue()
     server.lose_next_answer("POST", r"/api/now/table/incident$")

@@ -272,17 +272,22 @@ def test_webhook_signatures_and_replays(zendesk, server):  # type: ignore[no-unt
     assert zendesk.parse_webhook({}, b'{"hello": 1}') == []
 
 
-@pytest.mark.django_db(transaction=True)
-def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped-def]
+def _pair(server):  # type: ignore[no-untyped-def]
+    """A built-in project and the fake Zendesk joined by a local connection."""
     from tests.connectors2.pipeline_helpers import Pair
 
-    pair = Pair.create(
+    return Pair.create(
         "zendesk",
         server.host,
         {"email": server.email, "api_token": server.api_token},
         {},
         statuses=["Open", "Pending", "Solved", "Closed"],
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped-def]
+    pair = _pair(server)
     issue = pair.builtin_issue(comment="Seen twice today", attachment=("log.txt", b"trace"))
     pair.exalate(issue)
     (ticket,) = server.tickets.values()
@@ -397,15 +402,7 @@ def test_an_update_with_a_comment_is_not_repeated_after_a_lost_answer_but_a_fiel
 
 @pytest.mark.django_db(transaction=True)
 def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated(server):  # type: ignore[no-untyped-def]
-    from tests.connectors2.pipeline_helpers import Pair
-
-    pair = Pair.create(
-        "zendesk",
-        server.host,
-        {"email": server.email, "api_token": server.api_token},
-        {},
-        statuses=["Open", "Pending", "Solved", "Closed"],
-    )
+    pair = _pair(server)
     server.clock.catch_up()  # the node looks for tickets created since the event (its own, real clock)
     issue = pair.builtin_issue()
     server.lose_next_answer("POST", r"/api/v2/tickets\.json$")
