@@ -410,10 +410,11 @@ class HttpClient:
                     timeout=self.timeout,
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
+                unsent = never_sent(exc)
                 if isinstance(exc, requests.Timeout):
                     kind = "timed out"
                 else:
-                    kind = "could not connect" if never_sent(exc) else "dropped the connection"
+                    kind = "could not connect" if unsent else "dropped the connection"
                 logger.warning(
                     "%s %s -> %s (attempt %d): %s",
                     method,
@@ -423,7 +424,7 @@ class HttpClient:
                     self._scrub(str(exc), headers),
                 )
                 problem = f"{self.service} {kind} ({redact(type(exc).__name__)})"
-                if not repeatable and not never_sent(exc):
+                if not repeatable and not unsent:
                     raise ConnectorError(
                         f"{problem} while trying to {what}, and the answer was lost: {self.service} may have "
                         f"done it. The node will check before trying again, so it is not done twice.",
