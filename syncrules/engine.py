@@ -1209,6 +1209,11 @@ def _execute(compiled: CompiledScript, names: dict, state: RunState, context: di
         raise ScriptError(e.message, line=line, direction=direction, kind=e.kind) from None
     except ScriptError:
         raise
+    except MemoryError as e:  # the sandbox process's memory limit (RLIMIT_AS): not the script's to handle
+        line = _script_line(e.__traceback__, compiled.filename)
+        raise ScriptError(
+            "the script ran out of memory", line=line, direction=direction, kind="memory"
+        ) from None
     except Exception as e:  # any error of the script itself
         line = _script_line(e.__traceback__, compiled.filename)
         raise ScriptError(_describe(e), line=line, direction=direction, kind="runtime") from None
