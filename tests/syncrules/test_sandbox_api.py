@@ -146,3 +146,20 @@ def test_healthz_answers_promptly_while_a_long_script_runs_in_a_dry_run(live_ser
     thread.join()
     assert worst < 0.25, f"/healthz took {worst:.2f} s while the script ran"
     assert answer["r"].status_code == 422 and answer["r"].json()["kind"] == "timeout"
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["x = " + "-" * 900 + "1\n", "x = " + "1+" * 49_000 + "1\n", "x = " + "-" * 99_000 + "1\n"],
+    ids=["900-unary-minus", "49000-additions", "99000-unary-minus"],
+)
+def test_a_script_nested_too_deeply_to_compile_is_a_clear_error_everywhere(api, connection, script):
+    rules = f"/api/v1/connections/{connection.pk}/rules/"
+    r = api.post(rules + "validate/", {"outgoing": script, "incoming": ""}, format="json")
+    assert r.status_code == 200, r.content
+    assert [p["severity"] for p in r.json()] == ["error"]
+    assert "nests too deeply to compile" in r.json()[0]["message"]
+    r = api.put(rules, {"outgoing": script, "incoming": ""}, format="json")
+    assert r.status_code == 400 and "nests too deeply to compile" in r.json()["detail"]
+    r = _dry_run(api, connection, script)
+    assert r.status_code == 422 and r.json()["kind"] == "compile"
