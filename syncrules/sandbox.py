@@ -58,12 +58,14 @@ MAX_FRAME_DEPTH = MAX_NESTING + 4  # the result's nesting limit plus the frame a
 MAX_SERVICE_ARG = 1000
 MAX_STDERR = 64 * 1024
 COMPILE_SECONDS = 10.0
+TRACEBACK_SECONDS = 0.2  # the most a child past its deadline is given to write its traceback
 START_SECONDS = 20.0
 MAX_RUNS_PER_CHILD = 10_000  # then replaced: a bound on whatever a long-lived interpreter accumulates
 SERVICES = {"is_under_sync": bool, "local_key_for_remote": str, "remote_url": str}
 KINDS = frozenset({"compile", "runtime", "timeout", "limit", "forbidden", "memory", "crash", "invalid"})
 # Only what Python needs: nothing of the node's environment (secrets, database URLs) reaches a child.
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SCRIPT_FRAME = re.compile(r'File "<rules:(?:outgoing|incoming)>", line (\d+)')
 _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 
@@ -126,6 +128,7 @@ class _Child:
         self.runs = 0
         self.killed_by_us = False
         self.closed = False
+        self.may_hold_surrogates = True  # of the last frame received
         self._buf = bytearray()
         self._stderr = bytearray()
         self.proc = subprocess.Popen(
@@ -186,6 +189,7 @@ class _Child:
                 if len(self._buf) >= HEADER + size:
                     data = bytes(self._buf[HEADER : HEADER + size])
                     del self._buf[: HEADER + size]
+                    self.may_hold_surrogates = _may_hold_surrogates(data)
                     return _decode(data)
                 want = HEADER + size - len(self._buf)
             else:
@@ -229,7 +233,7 @@ class _Child:
                     os.kill(self.pid, signal.SIGUSR1)
                 except ProcessLookupError:
                     pass
-                self._drain_stderr(time.monotonic() + 0.5, quiet=0.05)
+                self._drain_stderr(time.monotonic() + TRACEBACK_SECONDS, quiet=0.02)
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -282,8 +286,8 @@ class _Child:
 
 
 def _encode(frame: dict[str, Any]) -> bytes:
-    # The node's own data may hold a lone surrogate stored before the doors refused it: it travels as is.
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    # ASCII: a lone surrogate the node stored before the doors refused such text travels as a \ud800 escape.
+    return json.dumps(frame, separators=(",", ":")).encode("ascii")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -297,9 +301,16 @@ def _decode(data: bytes) -> dict[str, Any]:
         raise _Protocol(f"a frame that is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
         raise _Protocol("a frame that is not an object with an 'op'")
-    if _too_deep(frame, MAX_FRAME_DEPTH):
+    # Fewer brackets than the limit cannot nest deeper than it (the common case: no walk).
+    if data.count(b"[") + data.count(b"{") > MAX_FRAME_DEPTH and _too_deep(frame, MAX_FRAME_DEPTH):
         raise _Protocol(f"a frame nested deeper than {MAX_FRAME_DEPTH} levels")
     return frame
+
+
+def _may_hold_surrogates(data: bytes) -> bool:
+    """False when decoded ``data`` certainly holds no lone surrogate: a child writes ASCII JSON, where one can
+    only come from a \\udXXX escape (raw bytes that are not ASCII: the full check runs)."""
+    return not data.isascii() or _ESCAPED_SURROGATE.search(data) is not None
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -429,7 +440,7 @@ class SandboxPool:
                 elif op == "running":
                     deadline = time.monotonic() + run_seconds
                 elif op == "result":
-                    return self._checked_result(frame, direction)
+                    return self._checked_result(frame, direction, child.may_hold_surrogates)
                 elif op == "error":
                     return self._checked_error(frame, direction)
                 else:
@@ -481,7 +492,7 @@ class SandboxPool:
             value = str(value)
         return {"op": "answer", "value": value}
 
-    def _checked_result(self, frame: dict[str, Any], direction: str) -> dict[str, Any]:
+    def _checked_result(self, frame: dict[str, Any], direction: str, surrogates: bool) -> dict[str, Any]:
         value, log = frame.get("value"), frame.get("log")
         if (
             not isinstance(value, dict)
@@ -492,7 +503,7 @@ class SandboxPool:
         if not isinstance(frame.get("duration_ms"), int | float):
             raise _Protocol("a result without its duration")
         root = "replica" if direction == "outgoing" else "issue"
-        path = unencodable_path(value, root)
+        path = unencodable_path(value, root) if surrogates else None
         if path:
             message = (
                 f"the result holds text that is not valid Unicode at {path} (a lone surrogate such as "
@@ -502,7 +513,7 @@ class SandboxPool:
         return {
             "op": "result",
             "value": value,
-            "log": [scrub(line) for line in log],
+            "log": [scrub(line) for line in log] if surrogates else log,
             "unexalate": frame.get("unexalate") is True,
             "sync_back": frame.get("sync_back") is True,
             "duration_ms": float(frame["duration_ms"]),
