@@ -126,7 +126,6 @@ class _Child:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.runs = 0
-        self.killed_by_us = False
         self.closed = False
         self.may_hold_surrogates = True  # of the last frame received
         self._buf = bytearray()
@@ -227,7 +226,6 @@ class _Child:
     def kill(self, *, dump: bool) -> None:
         """Kill the child (after asking for its traceback when ``dump``), reap it, keep its last stderr."""
         if self.proc.returncode is None and self.proc.poll() is None:
-            self.killed_by_us = True
             if dump:
                 try:
                     os.kill(self.pid, signal.SIGUSR1)
