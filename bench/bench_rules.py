@@ -1,18 +1,24 @@
-"""Time per run of sync rules: the default rules and a rule set with 50 mapped custom fields.
+"""Time per run of sync rules: the default rules and a rule set with 50 mapped custom fields, in-process (the
+engine alone, the baseline) and in a sandbox process (syncrules.sandbox, what the node runs), measured in the
+same run, interleaved, so the added cost per run is the difference of the two.
 
-Run from the repository root:  python bench/bench_rules.py
+Run from the repository root:  python bench/bench_rules.py [--seconds 2]
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
+import statistics
 import sys
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from syncrules import engine, sandbox  # noqa: E402
 from syncrules.defaults import DEFAULT_INCOMING, DEFAULT_OUTGOING  # noqa: E402
-from syncrules.engine import run_incoming, run_outgoing  # noqa: E402
 
 N_FIELDS = 50
 USER = {"email": "alice@example.com", "displayName": "Alice"}
@@ -82,33 +88,30 @@ LOOP_IN = (
 )
 
 
-def timeit(fn, min_seconds: float = 0.5) -> tuple[float, int]:
-    fn()  # warm the compile cache
-    runs = 0
-    start = time.perf_counter()
-    while True:
-        fn()
-        runs += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds and runs >= 100:
-            return elapsed / runs * 1e6, runs
+class Runner:
+    """The engine's two entry points: in-process, or in a sandbox process of ``pool``."""
+
+    def __init__(self, pool: sandbox.SandboxPool | None = None) -> None:
+        if pool is None:
+            self.out, self.inc = engine.run_outgoing, engine.run_incoming
+        else:
+            self.out = functools.partial(sandbox.run_outgoing, pool=pool)
+            self.inc = functools.partial(sandbox.run_incoming, pool=pool)
 
 
-def main() -> None:
-    replica = run_outgoing(DEFAULT_OUTGOING, issue=ISSUE, context=CONTEXT).replica
-    fields_replica = run_outgoing(DEFAULT_OUTGOING + FIELDS_OUT, issue=ISSUE).replica
+def cases(replica: dict, fields_replica: dict) -> list[tuple[str, Callable[[Runner], object]]]:
     previous = dict(fields_replica, summary="older")
-    cases = [
-        ("default outgoing", lambda: run_outgoing(DEFAULT_OUTGOING, issue=ISSUE, context=CONTEXT)),
+    return [
+        ("default outgoing", lambda r: r.out(DEFAULT_OUTGOING, issue=ISSUE, context=CONTEXT)),
         (
             "default incoming (first sync)",
-            lambda: run_incoming(
+            lambda r: r.inc(
                 DEFAULT_INCOMING, replica=replica, issue={}, previous=None, first_sync=True, context=CONTEXT
             ),
         ),
         (
             "default incoming (update)",
-            lambda: run_incoming(
+            lambda r: r.inc(
                 DEFAULT_INCOMING,
                 replica=replica,
                 issue=ISSUE,
@@ -119,9 +122,9 @@ def main() -> None:
         ),
         (
             "default outgoing + incoming",
-            lambda: (
-                run_outgoing(DEFAULT_OUTGOING, issue=ISSUE, context=CONTEXT),
-                run_incoming(
+            lambda r: (
+                r.out(DEFAULT_OUTGOING, issue=ISSUE, context=CONTEXT),
+                r.inc(
                     DEFAULT_INCOMING,
                     replica=replica,
                     issue=ISSUE,
@@ -133,11 +136,11 @@ def main() -> None:
         ),
         (
             f"{N_FIELDS} mapped fields, outgoing",
-            lambda: run_outgoing(DEFAULT_OUTGOING + FIELDS_OUT, issue=ISSUE, context=CONTEXT),
+            lambda r: r.out(DEFAULT_OUTGOING + FIELDS_OUT, issue=ISSUE, context=CONTEXT),
         ),
         (
             f"{N_FIELDS} mapped fields, incoming",
-            lambda: run_incoming(
+            lambda r: r.inc(
                 DEFAULT_INCOMING + FIELDS_IN,
                 replica=fields_replica,
                 issue=ISSUE,
@@ -148,9 +151,9 @@ def main() -> None:
         ),
         (
             f"{N_FIELDS} mapped fields, out + in",
-            lambda: (
-                run_outgoing(DEFAULT_OUTGOING + FIELDS_OUT, issue=ISSUE, context=CONTEXT),
-                run_incoming(
+            lambda r: (
+                r.out(DEFAULT_OUTGOING + FIELDS_OUT, issue=ISSUE, context=CONTEXT),
+                r.inc(
                     DEFAULT_INCOMING + FIELDS_IN,
                     replica=fields_replica,
                     issue=ISSUE,
@@ -162,9 +165,9 @@ def main() -> None:
         ),
         (
             f"{N_FIELDS} fields via loop, out + in",
-            lambda: (
-                run_outgoing(DEFAULT_OUTGOING + LOOP_OUT, issue=ISSUE, context=CONTEXT),
-                run_incoming(
+            lambda r: (
+                r.out(DEFAULT_OUTGOING + LOOP_OUT, issue=ISSUE, context=CONTEXT),
+                r.inc(
                     DEFAULT_INCOMING + LOOP_IN,
                     replica=fields_replica,
                     issue=ISSUE,
@@ -175,12 +178,54 @@ def main() -> None:
             ),
         ),
     ]
-    width = max(len(name) for name, _ in cases)
-    print(f"{'rule set':<{width}}  {'µs per run':>11}  {'runs':>7}")
-    print(f"{'-' * width}  {'-' * 11}  {'-' * 7}")
-    for name, fn in cases:
-        us, runs = timeit(fn)
-        print(f"{name:<{width}}  {us:>11.1f}  {runs:>7}")
+
+
+def measure(fn: Callable[[Runner], object], seconds: float) -> tuple[list[float], list[float]]:
+    """Per-run times in µs, in-process and sandboxed, interleaved (a pair per round) for ``seconds``."""
+    # The defaults of the SCRIPT_SANDBOX_* settings (the node reads them from Django's settings).
+    inproc, boxed = Runner(), Runner(sandbox.get_pool(sandbox.SandboxConfig()))
+    fn(inproc), fn(boxed)  # warm the compile caches (and start the sandbox process)
+    base: list[float] = []
+    sand: list[float] = []
+    clock = time.perf_counter
+    end = clock() + seconds
+    while clock() < end or len(base) < 200:
+        t0 = clock()
+        fn(inproc)
+        t1 = clock()
+        fn(boxed)
+        t2 = clock()
+        base.append((t1 - t0) * 1e6)
+        sand.append((t2 - t1) * 1e6)
+    return base, sand
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per case")
+    args = parser.parse_args()
+    replica = engine.run_outgoing(DEFAULT_OUTGOING, issue=ISSUE, context=CONTEXT).replica
+    fields_replica = engine.run_outgoing(DEFAULT_OUTGOING + FIELDS_OUT, issue=ISSUE).replica
+    all_cases = cases(replica, fields_replica)
+    width = max(len(name) for name, _ in all_cases)
+    print(
+        f"{'rule set':<{width}}  {'in-process µs':>13}  {'sandbox µs':>10}  {'added µs':>8}  "
+        f"{'added p95':>9}  {'ratio':>5}  {'runs':>6}"
+    )
+    print(f"{'':<{width}}  {'(median)':>13}  {'(median)':>10}  {'(median)':>8}  {'':>9}  {'':>5}")
+    print("-" * (width + 66))
+    for name, fn in all_cases:
+        base, sand = measure(fn, args.seconds)
+        added = [s - b for b, s in zip(base, sand, strict=True)]
+        mb, ms = statistics.median(base), statistics.median(sand)
+        print(
+            f"{name:<{width}}  {mb:>13.0f}  {ms:>10.0f}  {statistics.median(added):>8.0f}  "
+            f"{p95(added):>9.0f}  {ms / mb:>5.2f}  {len(base):>6}"
+        )
 
 
 if __name__ == "__main__":

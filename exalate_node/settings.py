@@ -169,6 +169,17 @@ POLL_LEASE_SECONDS: int = env.int("POLL_LEASE_SECONDS", default=30)
 # Run pipeline tasks in the calling process (unit tests, demos without a worker).
 TASKS_INLINE: bool = env.bool("TASKS_INLINE", default=False)
 
+# --- Sync-rule sandbox (syncrules/sandbox.py; docs/security.md, "Sync-rule sandbox") ---------------------
+# Every script run happens in a child process with OS limits. Each process of the node that runs scripts (the
+# web server, each worker) starts up to this many, on first use, and reuses them run after run.
+SCRIPT_SANDBOX_PROCESSES: int = env.int("SCRIPT_SANDBOX_PROCESSES", default=2)
+# Address space of one sandbox process, in MB (RLIMIT_AS). An idle one uses about 20 MB.
+SCRIPT_SANDBOX_MEMORY_MB: int = env.int("SCRIPT_SANDBOX_MEMORY_MB", default=512)
+# Seconds a run may take beyond the script's time limit (1 s) before its process is killed.
+SCRIPT_SANDBOX_GRACE_SECONDS: float = env.float("SCRIPT_SANDBOX_GRACE_SECONDS", default=0.5)
+# The user sandbox processes run as when the node runs as root; empty keeps root (not recommended).
+SCRIPT_SANDBOX_USER: str = env.str("SCRIPT_SANDBOX_USER", default="nobody")
+
 # --- Auth, i18n, static, media ------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

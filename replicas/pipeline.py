@@ -615,9 +615,9 @@ def echo_replica(
 
 def build_outgoing(conn: Connection, item: dict[str, Any], rules: Any) -> tuple[dict[str, Any], Any]:
     """Run the outgoing rules on a local item: the hubIssue to send and the engine's result."""
-    from syncrules import engine
+    from syncrules import sandbox
 
-    result = engine.run_outgoing(rules.outgoing, issue=item, context=script_context(conn))
+    result = sandbox.run_outgoing(rules.outgoing, issue=item, context=script_context(conn))
     hub = dict(result.replica or {})
     # The pipeline's own bookkeeping fields are not the script's to choose.
     hub["id"] = item["id"]
@@ -833,7 +833,7 @@ def resolve_conflicts(
 
 
 def _process_incoming(twin: Twin, head: SyncEvent) -> None:
-    from syncrules import engine
+    from syncrules import sandbox
 
     conn = twin.connection
     SyncEvent.objects.filter(pk=head.pk).update(status=Status.PROCESSING, attempts=head.attempts + 1)
@@ -875,7 +875,7 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             local_wins_ties=conn.local_instance.uid
             > (conn.remote_instance.uid if conn.remote_instance else ""),
         )
-    result = engine.run_incoming(
+    result = sandbox.run_incoming(
         rules.incoming,
         replica=hub,
         issue=copy.deepcopy(before),

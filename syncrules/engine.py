@@ -1,7 +1,10 @@
-"""Sync rules engine: compile, cache and run sync scripts in a sandbox.
+"""Sync rules engine: compile, cache and run sync scripts (the language guard).
 
 Scripts are a small subset of Python compiled with RestrictedPython plus the extra rules of
 :class:`_RulesTransformer`; they run against plain JSON-like data (dicts, lists, str, numbers).
+The node never calls this module's ``run_*`` functions in its own processes: every run goes through
+:mod:`syncrules.sandbox`, which runs them in an OS-limited child process that the node kills when it
+crashes, runs out of memory or misses its deadline (see "Known limitation" below for why).
 
 Sandbox design
 --------------
@@ -35,13 +38,19 @@ Sandbox design
   *Performance trick:* the ``sys.settrace`` tracer is only installed when the script contains a
   ``def`` or ``lambda``: it counts executed lines of script frames (code file name
   ``<rules:outgoing>``/``<rules:incoming>``) and caps the script's call depth at
-  ``MAX_CALL_DEPTH`` (recursion).  A script without loops and functions is straight-line code:
-  every statement runs at most once, every operation is size-capped and the helpers are linear in
-  the data size, so it cannot run away — the default rules therefore run with no budget overhead.
-  The previous tracer (coverage, debugger) is restored after each traced run.
-* **Known limitation.** Operations implemented in C (e.g. ``==`` between two huge, deliberately
-  built nested structures) cannot be interrupted by the tracer; the size caps keep ordinary data
-  small enough that this does not matter in practice.
+  ``MAX_CALL_DEPTH`` (recursion).  A script without loops and functions runs with no budget
+  overhead (the default rules).  The previous tracer (coverage, debugger) is restored after each
+  traced run.
+* **Known limitation.** These guards run between Python operations, so they cannot stop an
+  operation implemented in C, and not every builtin is size-capped (``sorted``, ``tuple``, ``set``,
+  ``dict``, ``str.split``, ``.copy`` are not).  Measured in-process: hashing a tuple nested 200,000
+  deep (``len({t})``, ``mapping.map(t, {})``) overflows the C stack and kills the process;
+  ``[tuple(range(10**6)) for i in range(60)]`` took 12 s and 2.3 GB; 20 straight-line
+  ``sorted()`` calls of a million-item set took 6 s with no loop to tick.  Straight-line code *can*
+  run away.  That is why the node runs scripts only in :mod:`syncrules.sandbox` processes, where
+  address space, CPU time and a wall-clock deadline are enforced by the OS and the parent.
+* **Memory.** A ``MemoryError`` (the sandbox's address-space limit) ends the run as kind
+  ``"memory"``.
 
 The module does not import Django.
 """
@@ -368,9 +377,26 @@ def _compile_errors(
         return None, [(None, f"the script is longer than {MAX_SOURCE_CHARS:,} characters")]
     filename = f"<rules:{direction}>"
     try:
+        return _compile_tree(source, direction, filename)
+    except (RecursionError, MemoryError):  # the parser's and the transformer's nesting limits
+        return None, [(None, TOO_DEEP)]
+
+
+TOO_DEEP = (
+    "the script nests too deeply to compile (e.g. hundreds of operators or brackets in one expression); "
+    "split it into several statements"
+)
+
+
+def _compile_tree(
+    source: str, direction: str, filename: str
+) -> tuple[CompiledScript | None, list[tuple[int | None, str]]]:
+    try:
         tree = ast.parse(source, filename, "exec")
     except SyntaxError as e:
         return None, [(e.lineno, f"SyntaxError: {e.msg}")]
+    except ValueError as e:  # NUL characters
+        return None, [(None, f"SyntaxError: {e}")]
     errors = _precheck(tree)
     if errors:
         return None, errors
@@ -422,7 +448,7 @@ def validate(outgoing: str, incoming: str) -> list[dict]:
             problems.append({"direction": direction, "line": line, "message": msg, "severity": "error"})
         try:
             tree = ast.parse(source or "")
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
         for node in ast.walk(tree):
             targets: list[ast.AST] = []
@@ -1209,6 +1235,11 @@ def _execute(compiled: CompiledScript, names: dict, state: RunState, context: di
         raise ScriptError(e.message, line=line, direction=direction, kind=e.kind) from None
     except ScriptError:
         raise
+    except MemoryError as e:  # the sandbox process's memory limit (RLIMIT_AS): not the script's to handle
+        line = _script_line(e.__traceback__, compiled.filename)
+        raise ScriptError(
+            "the script ran out of memory", line=line, direction=direction, kind="memory"
+        ) from None
     except Exception as e:  # any error of the script itself
         line = _script_line(e.__traceback__, compiled.filename)
         raise ScriptError(_describe(e), line=line, direction=direction, kind="runtime") from None

@@ -71,7 +71,7 @@ def dry_run_outgoing(*, connection: Connection, key: str, outgoing: str | None =
     """Run the outgoing script on a real local item and return the replica it would send. Writes nothing."""
     from instances.connectors import get_connector
     from replicas.pipeline import OperationError, script_context
-    from syncrules import engine
+    from syncrules import sandbox
 
     connector = get_connector(connection.local_instance)
     ref = connector.find_item(key)
@@ -79,7 +79,7 @@ def dry_run_outgoing(*, connection: Connection, key: str, outgoing: str | None =
         raise OperationError(f"There is no item '{key}' in {connection.local_instance.name}.")
     item = connector.get_item(ref.id)
     source = outgoing if outgoing is not None else rules_current(connection).outgoing
-    result = engine.run_outgoing(source, issue=item, context=script_context(connection))
+    result = sandbox.run_outgoing(source, issue=item, context=script_context(connection))
     return {"replica": result.replica, "log": result.log, "duration_ms": result.duration_ms}
 
 
@@ -91,7 +91,7 @@ def dry_run_incoming(
     from instances.connectors import get_connector
     from replicas.models import Twin
     from replicas.pipeline import ITEM_FIELDS, OperationError, _annotate, _blank_item, script_context
-    from syncrules import engine
+    from syncrules import sandbox
 
     hub = replica.get("hubIssue", replica)
     connector = get_connector(connection.local_instance)
@@ -107,7 +107,7 @@ def dry_run_incoming(
     else:
         before = _blank_item()
     source = incoming if incoming is not None else rules_current(connection).incoming
-    result = engine.run_incoming(
+    result = sandbox.run_incoming(
         source,
         replica=hub,
         issue=copy.deepcopy(before),
