@@ -23,8 +23,10 @@ import errno
 import functools
 import hashlib
 import logging
+import os
 import random
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -43,6 +45,7 @@ from requests import RequestException
 
 from connections.models import Connection
 from exalate_node.tasks import enqueue
+from instances import health
 from instances.connectors import ConnectorError, get_connector
 from instances.connectors.base import written_value_seen
 from replicas.models import EntityLink, SyncError, SyncEvent, Trigger, Twin
@@ -52,7 +55,6 @@ from replicas.transport import transport_for
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=settings.PIPELINE_LEASE_SECONDS)
-MAX_ATTEMPTS = 8
 # Fields of the item the incoming side writes through the connector (comments/attachments apart).
 ITEM_FIELDS = (
     "summary",
@@ -389,6 +391,51 @@ def acknowledge(
 # --- the per-twin worker ------------------------------------------------------------------------------------
 
 
+class _Heartbeat:
+    """Renews the twin leases this process holds, every third of the lease, from a thread of its own: an
+    event that waits long on a tracker keeps its twin, while a worker that dies loses its leases within
+    ``PIPELINE_LEASE_SECONDS`` (not a long lease's worth), and the sweeper hands its work to another."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[int, str] = {}
+        self.pid = 0
+        self.wake = threading.Event()
+
+    def hold(self, twin_id: int, token: str) -> None:
+        with self.lock:
+            self.held[twin_id] = token
+            if self.pid != os.getpid():  # first lease in this process (or in a forked worker): start beating
+                self.pid = os.getpid()
+                threading.Thread(target=self._run, name="lease-heartbeat", daemon=True).start()
+
+    def drop(self, twin_id: int) -> None:
+        with self.lock:
+            self.held.pop(twin_id, None)
+
+    def _run(self) -> None:
+        from django.db import connections
+
+        pid = os.getpid()
+        while self.pid == pid:
+            time.sleep(LEASE.total_seconds() / 3)
+            with self.lock:
+                held = dict(self.held)
+            if not held:
+                continue
+            try:
+                until = timezone.now() + LEASE
+                for twin_id, token in held.items():
+                    Twin.objects.filter(pk=twin_id, lease_token=token).update(lease_until=until)
+            except Exception:  # a beat that fails is retried at the next one; the lease still has 2/3 left
+                logger.warning("Could not renew the twin leases of this worker", exc_info=True)
+            finally:
+                connections.close_all()  # this thread's own connection
+
+
+_heartbeat = _Heartbeat()
+
+
 def _acquire(twin_id: int) -> str | None:
     token = uuid.uuid4().hex
     now = timezone.now()
@@ -397,7 +444,10 @@ def _acquire(twin_id: int) -> str | None:
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .update(lease_token=token, lease_until=now + LEASE)
     )
-    return token if taken == 1 else None  # another worker holds it: it will drain the queue
+    if taken != 1:
+        return None  # another worker holds it: it will drain the queue
+    _heartbeat.hold(twin_id, token)
+    return token
 
 
 def _renew(twin_id: int, token: str) -> bool:
@@ -413,6 +463,7 @@ def _renew(twin_id: int, token: str) -> bool:
 
 
 def _release(twin_id: int, token: str) -> None:
+    _heartbeat.drop(twin_id)
     Twin.objects.filter(pk=twin_id, lease_token=token).update(lease_token="", lease_until=None)
 
 
@@ -504,6 +555,11 @@ def _drain(twin_id: int, token: str) -> None:
                 continue
             if head.seq and head.seq != twin.applied_seq + 1:
                 return  # an earlier message has not arrived yet: keep order
+        instance = conn.local_instance
+        if not health.claim_probe(instance):
+            # Its tracker is unreachable and this is not the moment to try it: the work waits (no request).
+            _wait_for(instance, twin)
+            return
         if not _renew(twin.pk, token):
             return
         try:
@@ -536,6 +592,8 @@ def _drain(twin_id: int, token: str) -> None:
             if not _handle_failure(twin, head, exc):
                 return
         db_retries = 0
+        if health.instance_answered(instance):
+            _resume(instance)
         _settle_state(twin.pk)
 
 
@@ -1296,7 +1354,7 @@ def _fetch_attachments(
         buffer = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=1024 * 1024))
         digest = hashlib.sha256()
         size = 0
-        for chunk in transport.fetch_attachment(twin.connection, remote_item_id, remote_id):
+        for chunk in _from_the_peer(transport.fetch_attachment(twin.connection, remote_item_id, remote_id)):
             size += len(chunk)
             if size > settings.ATTACHMENT_MAX_BYTES:
                 raise ConnectorError(
@@ -1316,6 +1374,15 @@ def _fetch_attachments(
         buffer.seek(0)
         fetched[remote_id] = buffer
     return fetched
+
+
+def _from_the_peer(chunks: Any) -> Any:
+    """The other side's attachment content; its failures are marked as the peer's (not our tracker's)."""
+    try:
+        yield from chunks
+    except ConnectorError as exc:
+        exc.from_peer = True  # type: ignore[attr-defined]
+        raise
 
 
 def _apply_attachments(
@@ -1376,7 +1443,8 @@ def _handle_failure(twin: Twin, event: SyncEvent, exc: Exception) -> bool:
         else:
             entity_error(twin, event, str(exc), line=exc.line)
     elif isinstance(exc, ConnectorError) and exc.retryable:
-        retry_later(twin, event, exc.message)
+        # The local tracker's outage, unless the other side's attachment could not be fetched.
+        retry_later(twin, event, exc.message, instance=None if _from_peer(exc) else conn.local_instance)
     elif isinstance(exc, ConnectorError):
         entity_error(twin, event, exc.message)
     elif isinstance(exc, ReplicaInvalid):
@@ -1439,16 +1507,55 @@ def connection_error(
             )
 
 
-def retry_later(twin: Twin, event: SyncEvent, message: str) -> None:
-    attempts = SyncEvent.objects.get(pk=event.pk).attempts
-    if attempts >= MAX_ATTEMPTS:
-        entity_error(twin, event, f"{message} (gave up after {attempts} attempts)")
-        return
-    delay = min(300.0, 2.0**attempts) * (0.5 + 0.5 * (time.time() % 1))
-    SyncEvent.objects.filter(pk=event.pk).update(
-        status=Status.PENDING, error=message, not_before=timezone.now() + timedelta(seconds=delay)
-    )
+def retry_later(twin: Twin, event: SyncEvent, message: str, *, instance: Any = None) -> None:
+    """A failure that retrying fixes: the event waits and goes again, however long that takes. ``instance``:
+    the local tracker failed, which counts towards marking it unreachable (then the event waits for its
+    next try, and the message says so)."""
+    attempts = SyncEvent.objects.filter(pk=event.pk).values_list("attempts", flat=True).first() or 1
+    not_before = timezone.now() + timedelta(seconds=health.backoff_seconds(attempts))
+    note = message
+    if instance is not None:
+        instance = health.instance_failed(instance.pk, message)
+        if instance.unreachable_since is not None and instance.next_try_at:
+            not_before = max(not_before, instance.next_try_at)
+            note = health.outage_message(instance)
+    if note is message:
+        when = _clock(not_before)
+        note = f"{message.rstrip('.')}. The node tries again at {when} and keeps trying on its own."
+    SyncEvent.objects.filter(pk=event.pk).update(status=Status.PENDING, error=note, not_before=not_before)
     Twin.objects.filter(pk=twin.pk).update(state=Twin.State.QUEUED)
+
+
+def _clock(moment: datetime) -> str:
+    return timezone.localtime(moment).strftime("%H:%M:%S")
+
+
+def _from_peer(exc: BaseException) -> bool:
+    return bool(getattr(exc, "from_peer", False))
+
+
+def _wait_for(instance: Any, twin: Twin) -> None:
+    """The twin's due events wait for the next try of its unreachable tracker (the sweeper skips them till
+    then; the try that succeeds resumes them at once)."""
+    SyncEvent.objects.filter(
+        Q(not_before__isnull=True) | Q(not_before__lt=instance.next_try_at),
+        twin_id=twin.pk,
+        status__in=[Status.PENDING, Status.PROCESSING],
+    ).update(status=Status.PENDING, not_before=instance.next_try_at, error=health.outage_message(instance))
+    Twin.objects.filter(pk=twin.pk, state=Twin.State.IN_PROGRESS).update(state=Twin.State.QUEUED)
+
+
+def _resume(instance: Any) -> None:
+    """An unreachable tracker answered again: everything that waited for it goes now."""
+    waiting = SyncEvent.objects.filter(
+        connection__local_instance=instance, status=Status.PENDING, not_before__isnull=False
+    )
+    twin_ids = list(waiting.values_list("twin_id", flat=True).distinct())
+    waiting.update(not_before=None)
+    logger.warning("%s answers again: resuming %d items", instance.name, len(twin_ids))
+    for twin_id in twin_ids:
+        if twin_id:
+            nudge(twin_id)
 
 
 # --- context for the scripts --------------------------------------------------------------------------------
@@ -1615,14 +1722,20 @@ SWEEP_LIMIT = 200
 
 
 def sweep(*, older_than: timedelta = timedelta(seconds=20)) -> int:
-    """Re-nudge twins whose work was lost (crashed worker, lost task) or whose backoff is over."""
+    """Re-nudge twins whose work was lost or whose wait is over: an event left in progress by a worker that
+    died (its twin's lease ran out: the heartbeat stopped), one queued whose task was lost (queued for longer
+    than ``older_than``), one whose backoff or tracker's next try is due. Not one that still waits."""
     now = timezone.now()
     stale = (
         SyncEvent.objects.filter(
             status__in=[Status.PENDING, Status.PROCESSING],
             connection__status=Connection.Status.ACTIVE,
         )
-        .filter(Q(updated_at__lt=now - older_than) | Q(not_before__lte=now))
+        .filter(
+            Q(status=Status.PROCESSING)
+            | Q(not_before__isnull=True, updated_at__lt=now - older_than)
+            | Q(not_before__lte=now)
+        )
         .exclude(twin__lease_until__gt=now)
         .order_by("id")
         .values_list("twin_id", flat=True)[: SWEEP_LIMIT * 4]
