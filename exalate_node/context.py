@@ -1,4 +1,4 @@
-"""Template context shared by every page: who this node is."""
+"""Template context shared by every page: who this node is, and which of its trackers do not answer."""
 
 from __future__ import annotations
 
@@ -10,3 +10,18 @@ from exalate_node import __version__
 
 def node(request: HttpRequest) -> dict[str, str]:
     return {"node_name": settings.NODE_NAME, "node_url": settings.NODE_URL, "node_version": __version__}
+
+
+def outages(request: HttpRequest) -> dict[str, object]:
+    """The local instances whose tracker is unreachable (instances/health.py), for the banner on every UI
+    page; read only when a page shows it."""
+    from django.utils.functional import SimpleLazyObject
+
+    from instances.health import outage_message
+    from instances.models import Instance
+
+    def load() -> list[str]:
+        rows = Instance.objects.filter(kind=Instance.Kind.LOCAL, unreachable_since__isnull=False)
+        return [outage_message(instance) for instance in rows.order_by("name")]
+
+    return {"outages": SimpleLazyObject(load)}

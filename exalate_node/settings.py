@@ -112,6 +112,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "exalate_node.context.node",
+                "exalate_node.context.outages",
             ],
         },
     },
@@ -160,12 +161,19 @@ INVITATION_TTL_HOURS: float = env.float("INVITATION_TTL_HOURS", default=72)
 NODE_MAX_BODY_BYTES: int = env.int("NODE_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 NODE_RETRY_MAX_SECONDS: int = env.int("NODE_RETRY_MAX_SECONDS", default=300)  # delivery backoff cap
 
-# How long a worker may hold a twin before another may take it over (a crashed worker's work resumes then).
-PIPELINE_LEASE_SECONDS: int = env.int("PIPELINE_LEASE_SECONDS", default=60)
+# How long a worker may hold a twin before another may take it over: a crashed worker's work resumes then.
+# A worker renews the leases it holds every third of this (a heartbeat), so a long tracker call keeps its twin.
+PIPELINE_LEASE_SECONDS: float = env.float("PIPELINE_LEASE_SECONDS", default=15)
 # How long one poll of a tracker holds the instance (renewed before each page of results): the longest a
 # worker killed mid-poll delays the next poll. A page that takes longer (a slow tracker, retries) lets a
 # second poll start meanwhile, which is harmless: a change recorded twice is sent once.
 POLL_LEASE_SECONDS: int = env.int("POLL_LEASE_SECONDS", default=30)
+# A tracker that fails this many times in a row (connection refused, timeout, 429, 5xx) is marked
+# unreachable: its work waits, and one probe at a time tries it with a backoff that doubles up to
+# OUTAGE_MAX_BACKOFF_SECONDS; when it answers, the work resumes on its own. A retryable failure never gives
+# up on an event.
+OUTAGE_AFTER_FAILURES: int = env.int("OUTAGE_AFTER_FAILURES", default=3)
+OUTAGE_MAX_BACKOFF_SECONDS: int = env.int("OUTAGE_MAX_BACKOFF_SECONDS", default=300)
 # Run pipeline tasks in the calling process (unit tests, demos without a worker).
 TASKS_INLINE: bool = env.bool("TASKS_INLINE", default=False)
 

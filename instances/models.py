@@ -55,6 +55,12 @@ class Instance(models.Model):
     poll_cursor = models.CharField(max_length=200, blank=True, help_text="Where the last poll stopped.")
     polled_at = models.DateTimeField(null=True, blank=True)
     poll_lease_until = models.DateTimeField(null=True, blank=True)
+    # Whether the tracker answers (instances/health.py): retryable failures in a row, since when it is
+    # unreachable (after OUTAGE_AFTER_FAILURES of them), why, and when the next probe may try it.
+    failures = models.PositiveIntegerField(default=0)
+    unreachable_since = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    next_try_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

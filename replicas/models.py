@@ -48,6 +48,9 @@ class Twin(models.Model):
     applied_seq = models.PositiveIntegerField(
         default=0, help_text="Sequence number of the last event applied."
     )
+    acked_seq = models.PositiveIntegerField(
+        default=0, help_text="Sequence number of the last event sent that the other side has applied."
+    )
     lease_token = models.CharField(max_length=32, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -127,6 +130,10 @@ class SyncEvent(models.Model):
         "syncrules.RulesVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     attempts = models.PositiveIntegerField(default=0)
+    # Incoming: the last of our events the sender had applied when it built this one (our twin's acked_seq
+    # when it arrived; acks and events from one peer arrive in the order it made them). Our events after it
+    # crossed this one on the way: their fields count as edited here. None for events stored before.
+    peer_seen_seq = models.PositiveIntegerField(null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True, help_text="Retry not before (backoff).")
     delivered = models.BooleanField(default=False, help_text="Outgoing: the peer has stored it.")
     error = models.TextField(blank=True, default="")

@@ -20,26 +20,34 @@ from __future__ import annotations
 
 import copy
 import errno
+import functools
 import hashlib
 import logging
+import os
+import random
 import tempfile
+import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import Case, Exists, F, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from requests import RequestException
 
 from connections.models import Connection
 from exalate_node.tasks import enqueue
+from instances import health
 from instances.connectors import ConnectorError, get_connector
+from instances.connectors.base import written_value_seen
 from replicas.models import EntityLink, SyncError, SyncEvent, Trigger, Twin
 from replicas.schema import ReplicaInvalid, validate_replica, wrap
 from replicas.transport import transport_for
@@ -47,7 +55,6 @@ from replicas.transport import transport_for
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=settings.PIPELINE_LEASE_SECONDS)
-MAX_ATTEMPTS = 8
 # Fields of the item the incoming side writes through the connector (comments/attachments apart).
 ITEM_FIELDS = (
     "summary",
@@ -61,8 +68,9 @@ ITEM_FIELDS = (
     "dueDate",
     "customFields",
 )
-# Parts of a replica that change without the item changing in a way worth sending.
-VOLATILE = ("updated", "eventTriggerContext")
+# Parts of a replica that change without the item changing in a way worth sending. ``edited`` holds, for
+# each field a message changes, when a person last edited it on the sending side (per-field conflict times).
+VOLATILE = ("updated", "eventTriggerContext", "edited")
 Status = SyncEvent.Status
 Direction = SyncEvent.Direction
 
@@ -299,6 +307,7 @@ def receive(
                 seq=seq,
                 replica=replica,
                 item_key=hub.get("key") or "",
+                peer_seen_seq=twin.acked_seq,
             )
     except IntegrityError:  # a concurrent delivery of the same message got there first
         return SyncEvent.objects.get(
@@ -336,9 +345,8 @@ def acknowledge(
 ) -> None:
     """The peer applied our event: learn the remote item (and comment/attachment ids), mark the event done."""
     now = timezone.now()
-    SyncEvent.objects.filter(connection=connection, direction=Direction.OUTGOING, trace_id=trace_id).update(
-        status=Status.DONE, processed_at=now, delivered=True
-    )
+    events = SyncEvent.objects.filter(connection=connection, direction=Direction.OUTGOING, trace_id=trace_id)
+    events.update(status=Status.DONE, processed_at=now, delivered=True)
     twin = Twin.objects.filter(connection=connection, local_id=local_item_id).first()
     if twin is None:
         return
@@ -353,6 +361,7 @@ def acknowledge(
         remote_key=twin.remote_key,
         remote_url=twin.remote_url,
         last_synced_at=now,
+        acked_seq=Greatest(F("acked_seq"), Coalesce(Subquery(events.values("seq")[:1]), Value(0))),
         state=Case(
             When(
                 state__in=[Twin.State.WAITING, Twin.State.QUEUED, Twin.State.IN_PROGRESS],
@@ -382,6 +391,51 @@ def acknowledge(
 # --- the per-twin worker ------------------------------------------------------------------------------------
 
 
+class _Heartbeat:
+    """Renews the twin leases this process holds, every third of the lease, from a thread of its own: an
+    event that waits long on a tracker keeps its twin, while a worker that dies loses its leases within
+    ``PIPELINE_LEASE_SECONDS`` (not a long lease's worth), and the sweeper hands its work to another."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[int, str] = {}
+        self.pid = 0
+        self.wake = threading.Event()
+
+    def hold(self, twin_id: int, token: str) -> None:
+        with self.lock:
+            self.held[twin_id] = token
+            if self.pid != os.getpid():  # first lease in this process (or in a forked worker): start beating
+                self.pid = os.getpid()
+                threading.Thread(target=self._run, name="lease-heartbeat", daemon=True).start()
+
+    def drop(self, twin_id: int) -> None:
+        with self.lock:
+            self.held.pop(twin_id, None)
+
+    def _run(self) -> None:
+        from django.db import connections
+
+        pid = os.getpid()
+        while self.pid == pid:
+            time.sleep(LEASE.total_seconds() / 3)
+            with self.lock:
+                held = dict(self.held)
+            if not held:
+                continue
+            try:
+                until = timezone.now() + LEASE
+                for twin_id, token in held.items():
+                    Twin.objects.filter(pk=twin_id, lease_token=token).update(lease_until=until)
+            except Exception:  # a beat that fails is retried at the next one; the lease still has 2/3 left
+                logger.warning("Could not renew the twin leases of this worker", exc_info=True)
+            finally:
+                connections.close_all()  # this thread's own connection
+
+
+_heartbeat = _Heartbeat()
+
+
 def _acquire(twin_id: int) -> str | None:
     token = uuid.uuid4().hex
     now = timezone.now()
@@ -390,7 +444,10 @@ def _acquire(twin_id: int) -> str | None:
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .update(lease_token=token, lease_until=now + LEASE)
     )
-    return token if taken == 1 else None  # another worker holds it: it will drain the queue
+    if taken != 1:
+        return None  # another worker holds it: it will drain the queue
+    _heartbeat.hold(twin_id, token)
+    return token
 
 
 def _renew(twin_id: int, token: str) -> bool:
@@ -406,6 +463,7 @@ def _renew(twin_id: int, token: str) -> bool:
 
 
 def _release(twin_id: int, token: str) -> None:
+    _heartbeat.drop(twin_id)
     Twin.objects.filter(pk=twin_id, lease_token=token).update(lease_token="", lease_until=None)
 
 
@@ -438,7 +496,28 @@ def process_twin(twin_id: int) -> None:
             return
 
 
+# A transaction the database aborted to break a deadlock, or for a serialization failure, is retried at
+# once (PostgreSQL's advice): a few times, then with the event's usual backoff. SQLite's "database is
+# locked" (its busy timeout ran out) is the same kind of transient failure.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+DB_RETRIES = 5
+
+
+def transient_db_error(exc: BaseException) -> str | None:
+    """What went wrong when ``exc`` is a transient database failure worth retrying, else None."""
+    if not isinstance(exc, OperationalError):
+        return None
+    cause = exc.__cause__
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if state in TRANSIENT_SQLSTATES:
+        return "deadlock" if state == "40P01" else "serialization failure"
+    if "database is locked" in str(exc):
+        return "lock timeout"
+    return None
+
+
 def _drain(twin_id: int, token: str) -> None:
+    db_retries = 0
     while True:
         # The head first: a drained twin costs one read (a deleted twin's events are gone with it).
         head = (
@@ -476,6 +555,11 @@ def _drain(twin_id: int, token: str) -> None:
                 continue
             if head.seq and head.seq != twin.applied_seq + 1:
                 return  # an earlier message has not arrived yet: keep order
+        instance = conn.local_instance
+        if not health.claim_probe(instance):
+            # Its tracker is unreachable and this is not the moment to try it: the work waits (no request).
+            _wait_for(instance, twin)
+            return
         if not _renew(twin.pk, token):
             return
         try:
@@ -483,9 +567,33 @@ def _drain(twin_id: int, token: str) -> None:
                 _process_outgoing(twin, head)
             else:
                 _process_incoming(twin, head)
+        except OperationalError as exc:
+            what = transient_db_error(exc)
+            if what is None:
+                if not _handle_failure(twin, head, exc):
+                    return
+            elif db_retries < DB_RETRIES:
+                # Rolled back as a whole: read the head and the twin again and redo the event.
+                db_retries += 1
+                logger.warning(
+                    "Database %s while processing %s %s; retrying (%d of %d)",
+                    what,
+                    head.get_direction_display().lower(),
+                    head.trace_id,
+                    db_retries,
+                    DB_RETRIES,
+                )
+                time.sleep(random.uniform(0.01, 0.05 * db_retries))
+                continue
+            else:
+                retry_later(twin, head, f"The database reported a {what} {db_retries + 1} times in a row.")
+                return
         except Exception as exc:  # every failure becomes a row an admin can see and retry
             if not _handle_failure(twin, head, exc):
                 return
+        db_retries = 0
+        if health.instance_answered(instance):
+            _resume(instance)
         _settle_state(twin.pk)
 
 
@@ -557,6 +665,51 @@ def _finish(event: SyncEvent, status: str, note: str = "") -> None:
     SyncEvent.objects.filter(pk=event.pk).update(
         status=status, processed_at=timezone.now(), error=note, not_before=None
     )
+
+
+def _lock_pair(twin: Twin) -> Twin:
+    """Lock the twin's row for this transaction and return it as it is now.
+
+    On a local connection the transaction also writes the peer's twin of the same pair (the in-process
+    delivery inserts its event, the ack updates it), and the peer's worker does the same the other way
+    round: each locking its own twin first made PostgreSQL abort one of them with a deadlock. Both twins
+    are therefore locked up front, in id order. ``no_key``: FOR NO KEY UPDATE does not block the foreign-key
+    checks (FOR KEY SHARE) of events inserted for the twin meanwhile; FOR UPDATE did.
+    """
+    conn = twin.connection
+    ids = [twin.pk]
+    if conn.peer_id:
+        pairing = Q(local_id=twin.remote_id) if twin.remote_id else Q(remote_id=twin.local_id)
+        if twin.remote_id or twin.local_id:
+            ids += Twin.objects.filter(pairing, connection_id=conn.peer_id).values_list("pk", flat=True)[:1]
+    locked = None
+    for pk in sorted(ids):  # one row at a time, so the order holds whatever plan the database picks
+        row = Twin.objects.select_for_update(no_key=True).filter(pk=pk).first()
+        if pk == twin.pk:
+            locked = row
+    if locked is None:
+        raise Twin.DoesNotExist(f"Twin {twin.pk} was deleted while it was being processed.")
+    return locked
+
+
+# What an apply writes to its twin (``Twin.save(update_fields=...)``).
+APPLY_FIELDS = [
+    "local_id",
+    "local_key",
+    "local_url",
+    "prev_remote_replica",
+    "remote_replica",
+    "remote_id",
+    "remote_key",
+    "remote_url",
+    "applied_seq",
+    "last_synced_at",
+    "unexalated_at",
+    "sync_written_updated",
+    "person_updated",
+    "local_replica",
+    "state",
+]
 
 
 # --- outgoing -----------------------------------------------------------------------------------------------
@@ -679,6 +832,12 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
         payload["baseline"] = {
             k: sent.get(k) for k in set(hub) | set(sent) if k not in VOLATILE and hub.get(k) != sent.get(k)
         }
+        # When a person last edited each field this message changes, where the tracker keeps per-field
+        # history: the receiver settles a conflict on that field with it (else with ``updated``).
+        times = connector.field_edit_times(item) if set(payload["baseline"]) & set(ITEM_FIELDS) else {}
+        edited = {k: times[k] for k in payload["baseline"] if k in times}
+        if edited:
+            hub["edited"] = edited
     payload = validate_replica(payload)
     with transaction.atomic():
         others = [i for i in batch if i != head.pk]
@@ -688,7 +847,7 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
                 processed_at=timezone.now(),
                 error=f"Sent together with {head.trace_id}.",
             )
-        locked = Twin.objects.select_for_update().get(pk=twin.pk)
+        locked = _lock_pair(twin)
         locked.connection = conn  # the connection (and its peer) as read for this event
         twin = head.twin = locked
         if _strip(hub) == _strip(twin.local_replica) and not result.sync_back:
@@ -719,27 +878,41 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
 
 
 class Written:
-    """What one apply wrote to the local item: fields, and the ids of the comments and attachments it
-    created or edited, and of those it deleted."""
+    """What one apply wrote to the local item: fields (with the values written), and the ids of the comments
+    and attachments it created or edited, and of those it deleted."""
 
     def __init__(self) -> None:
-        self.fields: set[str] = set()
+        self.fields: dict[str, Any] = {}
         self.entries: dict[str, set[str]] = {key: set() for key in LISTS_BY_ID}
         self.removed: dict[str, set[str]] = {key: set() for key in LISTS_BY_ID}
 
-    def view(self, before: dict[str, Any], applied: dict[str, Any]) -> dict[str, Any]:
-        """The item as the apply left it, seen only through what the apply wrote: ``applied`` (read back
-        from the tracker, so its own formatting counts) for those fields and entries, ``before`` for
-        everything else. Whatever else differs between the two reads is a person's edit made while the
-        apply ran, and must stay a change to send."""
+    def view(
+        self, before: dict[str, Any], applied: dict[str, Any], *, own_change: Callable[[], bool | None]
+    ) -> tuple[dict[str, Any], bool]:
+        """The item as the apply left it, seen only through what the apply wrote, and whether a person
+        edited the item while the apply ran (between its first read and its read-back).
+
+        ``applied`` (read back from the tracker, so its own formatting counts) gives the written fields and
+        entries, ``before`` everything else: whatever else differs between the two reads is a person's edit
+        made while the apply ran, and stays a change to send. A written field read back with another value
+        than the one written (``written_value_seen``) is the tracker's reformatting when ``own_change()``
+        (the tracker's history) says the item's latest change is the node's; otherwise a person edited that
+        very field after the write, and the view keeps the value written, so the person's value is sent.
+        """
         seen = dict(applied)
+        person = False
         for field in ITEM_FIELDS:
             if field in self.fields:
+                written = self.fields[field]
+                if not written_value_seen(field, written, applied.get(field)):
+                    if own_change() is not True:
+                        seen[field], person = written, True
                 continue
             if field in before:
                 seen[field] = before[field]
             else:
                 seen.pop(field, None)
+            person = person or not written_value_seen(field, before.get(field), applied.get(field))
         for key in LISTS_BY_ID:
             old = {str(e.get("id")): e for e in before.get(key) or [] if isinstance(e, dict)}
             written, removed = self.entries[key], self.removed[key]
@@ -750,13 +923,17 @@ class Written:
                     entries.append(entry)
                 elif eid in old:
                     entries.append(old[eid])  # as it was: a person may have edited it meanwhile
+                    person = person or old[eid] != entry
                 else:
+                    person = True
                     continue  # added by a person meanwhile
                 listed.add(eid)
             # Gone from the re-read but not deleted by the apply: a person deleted it meanwhile.
-            entries += [e for eid, e in old.items() if eid not in listed and eid not in removed]
+            gone = [e for eid, e in old.items() if eid not in listed and eid not in removed]
+            entries += gone
+            person = person or bool(gone)
             seen[key] = entries
-        return seen
+        return seen, person
 
 
 def _blank_item() -> dict[str, Any]:
@@ -806,27 +983,73 @@ def person_time(twin: Twin, item_updated: str | None) -> str | None:
     return item_updated
 
 
-def resolve_conflicts(
-    hub: dict[str, Any], previous: dict[str, Any], ours: dict[str, Any], *, local_wins_ties: bool
-) -> tuple[dict[str, Any], list[str]]:
-    """Settle fields both sides changed concurrently: the edit with the later ``updated`` time wins.
+def edited_here(twin: Twin, ours: dict[str, Any], head: SyncEvent) -> set[str] | None:
+    """The fields this side edited that the sender of ``head`` had not seen when it built it.
 
-    A conflict on field F: the sender changed F (its replica differs from its baseline) while our current
-    value differs from both that baseline and the sender's new value. When ours is later, F is marked
-    unchanged in ``previous`` so the incoming rules keep it. Both times are person-edit times
-    (``person_time``: the sender's replica carries its own), so both nodes compare the same two times and
-    agree on the winner even after one of them applied some of the other's changes in between.
+    A field counts when its value here differs from the value this side had after the last sync (``ours``,
+    built by the outgoing rules, against ``Twin.local_replica``: what we last sent, or recorded as in sync
+    after an apply), or when one of our messages that crossed ``head`` on the way changed it (sent after the
+    last of ours the sender had applied: ``head.peer_seen_seq``). A value the incoming rules mapped, kept or
+    could not translate is therefore never a local edit: the sides may name it differently (Redmine's New,
+    our Open) without anyone having touched it. None when this cannot be told (an event stored before the
+    node recorded ``peer_seen_seq``, or nothing sent yet).
     """
-    remote_time, local_time = _parse_time(hub.get("updated")), _parse_time(ours.get("updated"))
-    if not previous or remote_time is None or local_time is None:
+    agreed = twin.local_replica
+    if head.peer_seen_seq is None or agreed is None:
+        return None
+    fields = {field for field in ITEM_FIELDS if ours.get(field) != agreed.get(field)}
+    crossed = SyncEvent.objects.filter(
+        twin_id=twin.pk,
+        direction=Direction.OUTGOING,
+        kind=SyncEvent.Kind.UPDATE,
+        seq__gt=head.peer_seen_seq,
+        status__in=[Status.SENT, Status.DONE],
+    ).values_list("replica", flat=True)
+    for payload in crossed:
+        baseline = payload.get("baseline") if isinstance(payload, dict) else None
+        fields |= set(ITEM_FIELDS) & set(baseline) if isinstance(baseline, dict) else set(ITEM_FIELDS)
+    return fields
+
+
+def resolve_conflicts(
+    hub: dict[str, Any],
+    previous: dict[str, Any],
+    ours: dict[str, Any],
+    *,
+    edited: set[str] | None,
+    local_times: Callable[[], dict[str, str]],
+    local_wins_ties: bool,
+) -> tuple[dict[str, Any], list[str]]:
+    """Settle fields both sides edited since they last agreed: the later edit of that field wins.
+
+    The sender edited field F when its replica differs from its baseline (``previous``: the sender says so);
+    this side edited F when F is in ``edited`` (``edited_here``). A conflict is both, to different values.
+    When ours is later, F is marked unchanged in ``previous`` so the incoming rules keep it. (``edited`` None:
+    this side's edit is guessed as a value differing from the sender's baseline, which is wrong wherever the
+    two sides name values differently.)
+
+    The times are person-edit times, per field where the tracker keeps a per-field history (the sender's
+    ``edited``; ``local_times()`` here, asked only when there is a conflict), else the item's (``updated``:
+    ``person_time``, and the sender's replica carries its own). Both nodes compare the same two times and
+    agree on the winner, even after one of them applied some of the other's changes in between.
+    """
+    remote_item, local_item = _parse_time(hub.get("updated")), _parse_time(ours.get("updated"))
+    if not previous or remote_item is None or local_item is None:
         return previous, []
-    if remote_time > local_time or (remote_time == local_time and not local_wins_ties):
-        return previous, []
+    remote_times = hub.get("edited") if isinstance(hub.get("edited"), dict) else {}
     adjusted = dict(previous)
-    kept = []
+    kept: list[str] = []
+    mine_times: dict[str, str] | None = None
     for field in ITEM_FIELDS:
         remote, before, mine = hub.get(field), previous.get(field), ours.get(field)
-        if remote != before and mine != before and mine != remote:
+        here = field in edited if edited is not None else mine != before
+        if remote == before or not here or mine == remote:
+            continue
+        if mine_times is None:
+            mine_times = local_times()
+        remote_time = _parse_time(remote_times.get(field)) or remote_item
+        local_time = _parse_time(mine_times.get(field)) or local_item
+        if local_time > remote_time or (local_time == remote_time and local_wins_ties):
             adjusted[field] = remote
             kept.append(field)
     return adjusted, kept
@@ -872,6 +1095,8 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             hub,
             incoming_previous(payload, twin.remote_replica),
             {**ours, "updated": ours_edited},
+            edited=edited_here(twin, ours, head),
+            local_times=lambda: connector.field_edit_times(current),
             local_wins_ties=conn.local_instance.uid
             > (conn.remote_instance.uid if conn.remote_instance else ""),
         )
@@ -934,13 +1159,14 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             changes = {k: after.get(k) for k in ITEM_FIELDS if k in after and after.get(k) != before.get(k)}
             if changes:
                 connector.update_item(twin.local_id, changes)
-                wrote.fields.update(changes)
+                wrote.fields.update(copy.deepcopy(changes))
         _apply_comments(connector, twin, before, after, wrote, created=created, adopt=retrying)
         _apply_attachments(connector, twin, before, after, fetched, wrote)
         flush = getattr(connector, "flush", None)
         if callable(flush):
             flush()  # connectors that coalesce writes (Zendesk's per-ticket limit) write them now
         with transaction.atomic(savepoint=False):  # a failure here rolls back the apply too (built-in)
+            _lock_pair(twin)
             twin.prev_remote_replica = twin.remote_replica
             twin.remote_replica = hub
             twin.remote_id = hub["id"]
@@ -951,15 +1177,25 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             twin.unexalated_at = None
             applied = connector.get_item(twin.local_id)
             twin.sync_written_updated = str(applied.get("updated") or "")[:64]
-            twin.person_updated = str(ours_edited or "")[:64]
+            person_edit = False
             if not result.sync_back:
                 # No echo: what the apply changed is what the other side already has. Only what it wrote:
                 # a person's edit that landed between the two reads is still a change to send.
-                seen = wrote.view(unannotated, applied) if unannotated is not None else applied
+                seen = applied
+                if unannotated is not None:
+                    seen, person_edit = wrote.view(
+                        unannotated,
+                        applied,
+                        own_change=functools.cache(lambda: connector.is_own_change(applied)),
+                    )
                 now, _ = build_outgoing(conn, seen, rules)
                 twin.local_replica = echo_replica(twin.local_replica, ours, now)
+            # A person's edit made while the apply ran is timed as what it is, not as the node's write.
+            twin.person_updated = str((applied.get("updated") if person_edit else ours_edited) or "")[:64]
             twin.state = Twin.State.SYNCHRONIZED
-            twin.save()
+            # Only what this apply sets: the peer's ack (on another worker) writes the twin's remote side and
+            # acked_seq, and the lease keeps every other writer of these fields away.
+            twin.save(update_fields=APPLY_FIELDS)
             note = f"Kept the local value of {', '.join(lost)} (edited later here)." if lost else ""
             SyncEvent.objects.filter(pk=head.pk).update(
                 status=Status.DONE,
@@ -1118,7 +1354,7 @@ def _fetch_attachments(
         buffer = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=1024 * 1024))
         digest = hashlib.sha256()
         size = 0
-        for chunk in transport.fetch_attachment(twin.connection, remote_item_id, remote_id):
+        for chunk in _from_the_peer(transport.fetch_attachment(twin.connection, remote_item_id, remote_id)):
             size += len(chunk)
             if size > settings.ATTACHMENT_MAX_BYTES:
                 raise ConnectorError(
@@ -1138,6 +1374,15 @@ def _fetch_attachments(
         buffer.seek(0)
         fetched[remote_id] = buffer
     return fetched
+
+
+def _from_the_peer(chunks: Any) -> Any:
+    """The other side's attachment content; its failures are marked as the peer's (not our tracker's)."""
+    try:
+        yield from chunks
+    except ConnectorError as exc:
+        exc.from_peer = True  # type: ignore[attr-defined]
+        raise
 
 
 def _apply_attachments(
@@ -1198,7 +1443,8 @@ def _handle_failure(twin: Twin, event: SyncEvent, exc: Exception) -> bool:
         else:
             entity_error(twin, event, str(exc), line=exc.line)
     elif isinstance(exc, ConnectorError) and exc.retryable:
-        retry_later(twin, event, exc.message)
+        # The local tracker's outage, unless the other side's attachment could not be fetched.
+        retry_later(twin, event, exc.message, instance=None if _from_peer(exc) else conn.local_instance)
     elif isinstance(exc, ConnectorError):
         entity_error(twin, event, exc.message)
     elif isinstance(exc, ReplicaInvalid):
@@ -1261,16 +1507,55 @@ def connection_error(
             )
 
 
-def retry_later(twin: Twin, event: SyncEvent, message: str) -> None:
-    attempts = SyncEvent.objects.get(pk=event.pk).attempts
-    if attempts >= MAX_ATTEMPTS:
-        entity_error(twin, event, f"{message} (gave up after {attempts} attempts)")
-        return
-    delay = min(300.0, 2.0**attempts) * (0.5 + 0.5 * (time.time() % 1))
-    SyncEvent.objects.filter(pk=event.pk).update(
-        status=Status.PENDING, error=message, not_before=timezone.now() + timedelta(seconds=delay)
-    )
+def retry_later(twin: Twin, event: SyncEvent, message: str, *, instance: Any = None) -> None:
+    """A failure that retrying fixes: the event waits and goes again, however long that takes. ``instance``:
+    the local tracker failed, which counts towards marking it unreachable (then the event waits for its
+    next try, and the message says so)."""
+    attempts = SyncEvent.objects.filter(pk=event.pk).values_list("attempts", flat=True).first() or 1
+    not_before = timezone.now() + timedelta(seconds=health.backoff_seconds(attempts))
+    note = message
+    if instance is not None:
+        instance = health.instance_failed(instance.pk, message)
+        if instance.unreachable_since is not None and instance.next_try_at:
+            not_before = max(not_before, instance.next_try_at)
+            note = health.outage_message(instance)
+    if note is message:
+        when = _clock(not_before)
+        note = f"{message.rstrip('.')}. The node tries again at {when} and keeps trying on its own."
+    SyncEvent.objects.filter(pk=event.pk).update(status=Status.PENDING, error=note, not_before=not_before)
     Twin.objects.filter(pk=twin.pk).update(state=Twin.State.QUEUED)
+
+
+def _clock(moment: datetime) -> str:
+    return timezone.localtime(moment).strftime("%H:%M:%S")
+
+
+def _from_peer(exc: BaseException) -> bool:
+    return bool(getattr(exc, "from_peer", False))
+
+
+def _wait_for(instance: Any, twin: Twin) -> None:
+    """The twin's due events wait for the next try of its unreachable tracker (the sweeper skips them till
+    then; the try that succeeds resumes them at once)."""
+    SyncEvent.objects.filter(
+        Q(not_before__isnull=True) | Q(not_before__lt=instance.next_try_at),
+        twin_id=twin.pk,
+        status__in=[Status.PENDING, Status.PROCESSING],
+    ).update(status=Status.PENDING, not_before=instance.next_try_at, error=health.outage_message(instance))
+    Twin.objects.filter(pk=twin.pk, state=Twin.State.IN_PROGRESS).update(state=Twin.State.QUEUED)
+
+
+def _resume(instance: Any) -> None:
+    """An unreachable tracker answered again: everything that waited for it goes now."""
+    waiting = SyncEvent.objects.filter(
+        connection__local_instance=instance, status=Status.PENDING, not_before__isnull=False
+    )
+    twin_ids = list(waiting.values_list("twin_id", flat=True).distinct())
+    waiting.update(not_before=None)
+    logger.warning("%s answers again: resuming %d items", instance.name, len(twin_ids))
+    for twin_id in twin_ids:
+        if twin_id:
+            nudge(twin_id)
 
 
 # --- context for the scripts --------------------------------------------------------------------------------
@@ -1437,14 +1722,20 @@ SWEEP_LIMIT = 200
 
 
 def sweep(*, older_than: timedelta = timedelta(seconds=20)) -> int:
-    """Re-nudge twins whose work was lost (crashed worker, lost task) or whose backoff is over."""
+    """Re-nudge twins whose work was lost or whose wait is over: an event left in progress by a worker that
+    died (its twin's lease ran out: the heartbeat stopped), one queued whose task was lost (queued for longer
+    than ``older_than``), one whose backoff or tracker's next try is due. Not one that still waits."""
     now = timezone.now()
     stale = (
         SyncEvent.objects.filter(
             status__in=[Status.PENDING, Status.PROCESSING],
             connection__status=Connection.Status.ACTIVE,
         )
-        .filter(Q(updated_at__lt=now - older_than) | Q(not_before__lte=now))
+        .filter(
+            Q(status=Status.PROCESSING)
+            | Q(not_before__isnull=True, updated_at__lt=now - older_than)
+            | Q(not_before__lte=now)
+        )
         .exclude(twin__lease_until__gt=now)
         .order_by("id")
         .values_list("twin_id", flat=True)[: SWEEP_LIMIT * 4]

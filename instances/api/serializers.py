@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from instances.health import outage_message
 from instances.models import Attachment, Comment, Instance, Issue, Project
 
 
@@ -14,6 +16,12 @@ class InstanceSerializer(serializers.ModelSerializer):
 
     credentials = serializers.JSONField(write_only=True, required=False)
     has_credentials = serializers.SerializerMethodField()
+    reachable = serializers.SerializerMethodField(
+        help_text="False while the tracker is marked unreachable (OUTAGE_AFTER_FAILURES failures in a row)."
+    )
+    outage = serializers.SerializerMethodField(
+        help_text="While unreachable: since when, the last error, the next try and a message for people."
+    )
 
     class Meta:
         model = Instance
@@ -29,6 +37,8 @@ class InstanceSerializer(serializers.ModelSerializer):
             "settings",
             "credentials",
             "has_credentials",
+            "reachable",
+            "outage",
             "created_at",
             "updated_at",
         ]
@@ -36,6 +46,33 @@ class InstanceSerializer(serializers.ModelSerializer):
 
     def get_has_credentials(self, obj: Instance) -> bool:
         return bool(obj.credentials)
+
+    def get_reachable(self, obj: Instance) -> bool:
+        return obj.unreachable_since is None
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "since": {"type": "string", "format": "date-time"},
+                "failures": {"type": "integer"},
+                "last_error": {"type": "string"},
+                "next_try_at": {"type": "string", "format": "date-time", "nullable": True},
+                "message": {"type": "string"},
+            },
+        }
+    )
+    def get_outage(self, obj: Instance) -> dict[str, object] | None:
+        if obj.unreachable_since is None:
+            return None
+        return {
+            "since": obj.unreachable_since.isoformat(),
+            "failures": obj.failures,
+            "last_error": obj.last_error,
+            "next_try_at": obj.next_try_at.isoformat() if obj.next_try_at else None,
+            "message": outage_message(obj),
+        }
 
     def validate_settings(self, value: object) -> dict:
         # A form field "settings=null" is parsed as JSON and would reach the NOT NULL column (500).

@@ -10,6 +10,7 @@ Items cross this interface in the replica's shape (a *hubIssue* dict): ``id``, `
 
 from __future__ import annotations
 
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -75,6 +76,24 @@ class Connector(ABC):
     def metadata(self) -> dict[str, list[Any]]:
         """What the sync rules' node_helper can look up: statuses, priorities, types, users."""
         return {"statuses": [], "priorities": [], "types": [], "users": []}
+
+    def is_own_change(self, item: Mapping[str, Any]) -> bool | None:
+        """Whether the item's latest change was made by this node's account, from the tracker's history
+        (Redmine journals, the Jira changelog, ...) or from what the node's own writes left; None when the
+        connector cannot tell.
+
+        Asked only when an item read back right after an apply shows a written field with a value other
+        than the one written: True means the tracker reformatted what the node wrote (it is still in sync),
+        anything else that a person edited the field in between (the person's value must be sent).
+        """
+        return None
+
+    def field_edit_times(self, item: Mapping[str, Any]) -> dict[str, str]:
+        """When each hubIssue field of ``item`` was last changed by someone other than this connector's actor
+        (ISO 8601), where the tracker keeps a per-field history; {} otherwise (the item's ``updated`` stands
+        for every field then). Conflicts compare these times field by field, so a later edit of another
+        field does not make an earlier edit of this one win."""
+        return {}
 
     def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:
         """Items this node's account created at or after ``since`` with the summary ``create_item(fields)``
@@ -175,3 +194,56 @@ def get_connector(instance: Instance, *, actor: str = NODE_ACTOR_PREFIX) -> Conn
             f"Supported: {', '.join(sorted(Connector.registry))}."
         )
     return cls(instance, actor=actor)
+
+
+# --- comparing what was written with what is read back ------------------------------------------------------
+
+_IDENTITY_KEYS = ("email", "accountId", "login", "name", "value", "displayName", "id")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _text(value: str) -> str:
+    """Text as trackers store it, up to their usual reformatting: line ends (Redmine stores CRLF),
+    trailing spaces, Unicode normal form."""
+    lines = unicodedata.normalize("NFC", value).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(line.rstrip() for line in lines).strip()
+
+
+def _token(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "|".join(_token(value.get(k)) for k in _IDENTITY_KEYS if not _blank(value.get(k)))
+    return _text(str(value)).casefold() if value is not None else ""
+
+
+def written_value_seen(field: str, written: Any, read: Any) -> bool:
+    """Whether ``read`` (a field as read back right after a write) shows ``written``, up to the formatting a
+    tracker applies to what it stores: line ends and trailing spaces, the case of names, the order of
+    labels, extra keys (ids) a tracker adds to a status or a person, a date written as a datetime.
+
+    When it does not, either the tracker changed the value in a way not modelled here, or a person edited
+    the field after the write; ``Connector.is_own_change`` tells the two apart where the tracker keeps a
+    history.
+    """
+    if _blank(written) and _blank(read):
+        return True
+    if field == "customFields" and isinstance(written, Mapping):
+        other = read if isinstance(read, Mapping) else {}
+        return all(written_value_seen("", value, other.get(name)) for name, value in written.items())
+    if isinstance(written, Mapping) and isinstance(read, Mapping):
+        common = [k for k in _IDENTITY_KEYS if not _blank(written.get(k)) and not _blank(read.get(k))]
+        # A tracker that hides e-mails, or knows a status by name only: nothing to compare means no evidence.
+        return not common or _token(written.get(common[0])) == _token(read.get(common[0]))
+    if isinstance(written, list | tuple) and isinstance(read, list | tuple):
+        return sorted(map(_token, written)) == sorted(map(_token, read))
+    if isinstance(written, bool) or isinstance(read, bool):
+        return written == read
+    if isinstance(written, int | float) and isinstance(read, int | float):
+        return float(written) == float(read)
+    if isinstance(written, str) and isinstance(read, str) and field == "dueDate":
+        return written[:10] == read[:10]
+    if isinstance(written, str | int | float) and isinstance(read, str | int | float):
+        return _text(str(written)) == _text(str(read))
+    return written == read

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 
 from instances.connectors.base import Connector, ConnectorError, ItemRef, register
-from instances.models import Attachment, Comment, Issue, Project
+from instances.models import Attachment, Comment, Issue, IssueChange, Project
 from instances.tracker import services
 
 
@@ -26,6 +26,22 @@ def _refused(exc: ValidationError) -> ConnectorError:
     messages = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
     text = "; ".join(f"{k}: {' '.join(v)}" if k else " ".join(v) for k, v in messages.items())
     return ConnectorError(f"The built-in tracker refused the change: {text}", retryable=False)
+
+
+# IssueChange.fields names the model's fields; the hubIssue names some differently.
+_HUB_FIELD = {
+    "summary": "summary",
+    "description": "description",
+    "status": "status",
+    "priority": "priority",
+    "issue_type": "type",
+    "labels": "labels",
+    "assignee": "assignee",
+    "reporter": "reporter",
+    "due_date": "dueDate",
+    "custom_fields": "customFields",
+    "parent": "parentId",
+}
 
 
 @register
@@ -157,6 +173,33 @@ class BuiltinConnector(Connector):
                         break
             start = page[-1].pk
         return found
+
+    def is_own_change(self, item: Mapping[str, Any]) -> bool | None:
+        """Whether the issue's latest recorded change (``IssueChange``) was made under this actor."""
+        actor = (
+            IssueChange.objects.filter(issue_id=int(item["id"]), issue__project__instance=self.instance)
+            .order_by("-id")
+            .values_list("actor", flat=True)
+            .first()
+        )
+        return None if actor is None else actor == self.actor
+
+    def field_edit_times(self, item: Mapping[str, Any]) -> dict[str, str]:
+        """From the issue's ``IssueChange`` rows that other actors made (newest first; one query)."""
+        times: dict[str, str] = {}
+        changes = (
+            IssueChange.objects.filter(issue_id=int(item["id"]), issue__project__instance=self.instance)
+            .exclude(actor=self.actor)
+            .order_by("-id")
+            .values_list("at", "fields")
+        )
+        for at, fields in changes:
+            for name in fields or []:
+                hub = _HUB_FIELD.get(name, name)
+                times.setdefault(hub, _iso(at))
+            if len(times) >= len(_HUB_FIELD):
+                break
+        return times
 
     def metadata(self) -> dict[str, list[Any]]:
         statuses: list[str] = []

@@ -9,7 +9,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-REPLICA_VERSION = {"major": 1, "minor": 0, "patch": 0}
+REPLICA_VERSION = {"major": 1, "minor": 1, "patch": 0}
 _DIR = Path(__file__).resolve().parent
 
 

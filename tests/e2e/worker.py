@@ -43,15 +43,21 @@ class Worker:
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Worker:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def start(self, log: Path | None = None) -> Worker:
+        """Start the cluster; its output goes to ``log`` when given (appended), else nowhere."""
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps its copy
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+                cwd=ROOT,
+                env=self.env,
+                start_new_session=True,
+                stdout=out,
+                stderr=out,
+            )
+        finally:
+            if log:
+                out.close()
         return self
 
     def kill(self) -> None:

@@ -23,6 +23,9 @@ class Side:
     def issue(self, key: str) -> Issue:
         return Issue.objects.get(key=key)
 
+    def issue_by_id(self, item_id: str) -> Issue:
+        return Issue.objects.get(pk=int(item_id), project=self.project)
+
     def only_issue(self) -> Issue:
         issues = list(Issue.objects.filter(project=self.project))
         assert len(issues) == 1, [i.key for i in issues]
