@@ -162,7 +162,7 @@ NODE_MAX_BODY_BYTES: int = env.int("NODE_MAX_BODY_BYTES", default=10 * 1024 * 10
 NODE_RETRY_MAX_SECONDS: int = env.int("NODE_RETRY_MAX_SECONDS", default=300)  # delivery backoff cap
 
 # How long a worker may hold a twin before another may take it over: a crashed worker's work resumes then.
-# A worker renews the leases it holds every third of this (a heartbeat), so a long tracker call keeps its twin.
+# A worker renews the leases it holds every third of this (a heartbeat): a long tracker call keeps its twin.
 PIPELINE_LEASE_SECONDS: float = env.float("PIPELINE_LEASE_SECONDS", default=15)
 # How long one poll of a tracker holds the instance (renewed before each page of results): the longest a
 # worker killed mid-poll delays the next poll. A page that takes longer (a slow tracker, retries) lets a

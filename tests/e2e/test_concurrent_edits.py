@@ -50,7 +50,6 @@ def test_concurrent_edits_of_both_twins_never_stall_the_pipeline(settings, tmp_p
         for issue in sources:
             pipeline.exalate(connection=conn, key=issue.key)
         wait_for(lambda: close_old_connections() or Issue.objects.filter(project=pb).count() == ITEMS)
-        pairs = {t.local_id: t.remote_id for t in Twin.objects.filter(connection=conn).exclude(remote_id="")}
         wait_for(lambda: len(Twin.objects.filter(connection=conn).exclude(remote_id="")) == ITEMS)
         pairs = dict(Twin.objects.filter(connection=conn).values_list("local_id", "remote_id"))
         copies = [Issue.objects.get(pk=int(pairs[str(issue.pk)])) for issue in sources]
@@ -69,10 +68,10 @@ def test_concurrent_edits_of_both_twins_never_stall_the_pipeline(settings, tmp_p
             for thread in threads:
                 thread.join(timeout=60)
 
-            def converged() -> bool:
+            def converged(expected: tuple[str, str] = (description, priority)) -> bool:
                 close_old_connections()
                 rows = Issue.objects.filter(project__in=[pa, pb]).values_list("description", "priority")
-                return all(row == (description, priority) for row in rows)
+                return all(row == expected for row in rows)
 
             wait_for(converged, timeout=60)
         wait_for(
