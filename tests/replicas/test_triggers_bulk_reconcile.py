@@ -167,3 +167,58 @@ def test_the_api_drives_triggers_bulk_and_reconciliation(api, local_pair):
         ).json()["active"]
         is False
     )
+
+
+def test_reconciliation_compares_the_two_live_items_and_the_later_edit_is_repaired(local_pair):
+    # The state a lost edit left behind (issue #18, F1): the person's value on one side was recorded as
+    # already sent, so both sides said "synchronized" while their summaries differed, and a scan that only
+    # compared each item with what it had sent found nothing.
+    a, b = local_pair
+    issue = a.create("from support")
+    pipeline.exalate(connection=a.connection, key=issue.key)
+    copy = b.only_issue()
+    services.issue_update(issue=copy, actor="ed@example.com", summary="typed by a person")
+    twin_b = Twin.objects.get(connection=b.connection)
+    Issue.objects.filter(pk=issue.pk).update(summary="from support")  # as if the edit never left
+    twin_a = Twin.objects.get(connection=a.connection)
+    sent_a = {**twin_a.local_replica, "summary": "from support"}
+    Twin.objects.filter(pk=twin_a.pk).update(local_replica=sent_a)
+    assert a.issue(issue.key).summary != b.issue(copy.key).summary
+    assert twin_b.local_replica["summary"] == "typed by a person"
+
+    report = reconcile.reconcile(connection=a.connection)
+    assert (report.drifted, report.repaired) == (1, 1), report.findings
+    summary = report.findings[0]["values"]["summary"]
+    assert summary == {"here": "from support", "there": "typed by a person", "later": "there"}
+    assert a.issue(issue.key).summary == b.issue(copy.key).summary == "typed by a person"
+    assert reconcile.reconcile(connection=a.connection).drifted == 0
+    assert reconcile.reconcile(connection=b.connection).drifted == 0
+
+
+def test_values_the_rules_leave_alone_are_not_drift(local_pair):
+    a, b = local_pair
+    b.project.statuses = ["New", "In Progress", "Resolved", "Closed"]
+    b.project.save()
+    issue = b.create(status="New")
+    pipeline.exalate(connection=b.connection, key=issue.key)
+    assert a.only_issue().status == "Open"  # New is unknown here: the rules kept the default
+    for side in (a, b):
+        report = reconcile.reconcile(connection=side.connection)
+        assert report.drifted == 0, report.findings
+
+
+@pytest.mark.django_db
+def test_every_node_gets_its_schedules_when_it_migrates_and_only_once():
+    from importlib import import_module
+
+    from django.apps import apps as django_apps
+    from django_q.models import Schedule
+
+    from replicas.schedules import SCHEDULES, ensure_schedules
+
+    names = sorted(entry["name"] for entry in SCHEDULES)
+    assert sorted(Schedule.objects.values_list("name", flat=True)) == names  # migrate alone created them
+    assert Schedule.objects.get(name="reconciliation").minutes == 15
+    import_module("replicas.migrations.0007_default_schedules").ensure(django_apps, None)
+    ensure_schedules()
+    assert sorted(Schedule.objects.values_list("name", flat=True)) == names
