@@ -10,6 +10,9 @@ added through ``PUT /issues/:id.json`` update ``updated_on``; its default data h
 from __future__ import annotations
 
 import json
+import threading
+import time
+import uuid
 
 import pytest
 
@@ -18,6 +21,7 @@ from instances.models import Instance, Issue
 from instances.polling import poll_instance
 from instances.tracker import services
 from replicas import pipeline
+from replicas.models import SyncEvent, Twin
 from syncrules.services import rules_current, rules_publish
 from tests.pipeline_support import retry_now
 
@@ -293,3 +297,64 @@ def test_a_redmine_edit_made_while_the_node_creates_the_issue_is_still_synced(re
     monkeypatch.undo()
     poll_instance(red.pk)  # the node finds the Redmine change
     assert Issue.objects.get(pk=issue.pk).description == "Typed at once"
+
+
+def _member(redmine, project) -> dict:  # type: ignore[no-untyped-def]
+    """A person with a Redmine account of their own in the project (not the node's API user)."""
+    login = f"person{uuid.uuid4().hex[:6]}"
+    user = redmine.call(
+        "POST",
+        "users.json",
+        json={
+            "user": {
+                "login": login,
+                "firstname": "Pat",
+                "lastname": "Person",
+                "mail": f"{login}@example.com",
+                "password": "a-long-password-1",
+            }
+        },
+    ).json()["user"]
+    redmine.call(
+        "POST",
+        f"projects/{project['identifier']}/memberships.json",
+        json={"membership": {"user_id": user["id"], "role_ids": [3]}},  # 3: Manager in the default data
+    )
+    return {"login": login, "id": user["id"]}
+
+
+@pytest.mark.parametrize("gap", [0.05, 0.15, 0.3])
+def test_a_person_editing_the_field_the_node_just_wrote_converges(redmine, redmine_project, pair, gap):
+    # Found with a real Redmine (issue #18, F1): a summary typed in Redmine 0.15 s after the node wrote the
+    # built-in tracker's summary there landed before the node's read-back, was recorded as already sent,
+    # and never left: the two sides differed for good while both said "synchronized".
+    connection, project, red = pair
+    person = _member(redmine, redmine_project)
+    issue = services.issue_create(project=project, actor="anna@example.com", summary="Start")
+    pipeline.exalate(connection=connection, key=issue.key)
+    twin = connection.twins.get()
+    typed = f"Typed in Redmine after {gap} s"
+
+    def a_person_types() -> None:
+        time.sleep(gap)
+        body = {"issue": {"subject": typed}}
+        redmine.call("PUT", f"issues/{twin.remote_id}.json", switch_user=person["login"], json=body)
+
+    thread = threading.Thread(target=a_person_types)
+    thread.start()
+    services.issue_update(issue=issue, actor="anna@example.com", summary="Typed in the built-in tracker")
+    thread.join()
+    for _ in range(3):  # the node finds the Redmine change (whatever waits is retried at once)
+        poll_instance(red.pk)
+        for side in Twin.objects.all():
+            retry_now(side.pk)
+    remote = _redmine_issue(redmine, twin.remote_id)
+    local = Issue.objects.get(pk=issue.pk)
+    assert remote["subject"] == local.summary, (gap, remote["subject"], local.summary)
+    # The later of the two edits is the one both sides keep.
+    last = [j for j in remote["journals"] if any(d.get("name") == "subject" for d in j.get("details") or [])][
+        -1
+    ]
+    expected = typed if last["user"]["id"] == person["id"] else "Typed in the built-in tracker"
+    assert local.summary == expected, (gap, [(j["user"]["id"], j["details"]) for j in remote["journals"]])
+    assert not SyncEvent.objects.filter(status__in=["failed", "pending", "processing"]).exists()
