@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from django.conf import settings
@@ -401,10 +401,15 @@ class _Heartbeat:
         self.held: dict[int, str] = {}
         self.pid = 0
         self.wake = threading.Event()
+        self.due = 0.0  # when the next renewal is due (time.monotonic)
 
     def hold(self, twin_id: int, token: str) -> None:
         with self.lock:
+            first = len(self.held) == 0
             self.held[twin_id] = token
+            if first:  # the first lease after an idle spell: renew it a third of a lease from now
+                self.due = time.monotonic() + LEASE.total_seconds() / 3
+                self.wake.set()
             if self.pid != os.getpid():  # first lease in this process (or in a forked worker): start beating
                 self.pid = os.getpid()
                 threading.Thread(target=self._run, name="lease-heartbeat", daemon=True).start()
@@ -418,7 +423,11 @@ class _Heartbeat:
 
         pid = os.getpid()
         while self.pid == pid:
-            time.sleep(LEASE.total_seconds() / 3)
+            self.wake.wait(timeout=max(0.01, self.due - time.monotonic()))
+            self.wake.clear()
+            if time.monotonic() < self.due:
+                continue
+            self.due = time.monotonic() + LEASE.total_seconds() / 3
             with self.lock:
                 held = dict(self.held)
             if not held:
@@ -835,7 +844,7 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
         # When a person last edited each field this message changes, where the tracker keeps per-field
         # history: the receiver settles a conflict on that field with it (else with ``updated``).
         times = connector.field_edit_times(item) if set(payload["baseline"]) & set(ITEM_FIELDS) else {}
-        edited = {k: times[k] for k in payload["baseline"] if k in times}
+        edited = {k: times[k] for k in payload["baseline"] if times.get(k)}
         if edited:
             hub["edited"] = edited
     payload = validate_replica(payload)
@@ -1011,6 +1020,20 @@ def edited_here(twin: Twin, ours: dict[str, Any], head: SyncEvent) -> set[str] |
     return fields
 
 
+NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def field_time(times: dict[str, Any], field: str, fallback: datetime | None) -> datetime | None:
+    """When a person last edited ``field``, from per-field history (``Connector.field_edit_times``: "" is
+    never since the item was created), else ``fallback`` (the item's person-edit time)."""
+    if field not in times:
+        return fallback
+    value = times[field]
+    if value == "":
+        return NEVER
+    return _parse_time(value) or fallback
+
+
 def resolve_conflicts(
     hub: dict[str, Any],
     previous: dict[str, Any],
@@ -1047,8 +1070,8 @@ def resolve_conflicts(
             continue
         if mine_times is None:
             mine_times = local_times()
-        remote_time = _parse_time(remote_times.get(field)) or remote_item
-        local_time = _parse_time(mine_times.get(field)) or local_item
+        remote_time = field_time(remote_times, field, remote_item)
+        local_time = field_time(mine_times, field, local_item)
         if local_time > remote_time or (local_time == remote_time and local_wins_ties):
             adjusted[field] = remote
             kept.append(field)

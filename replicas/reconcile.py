@@ -117,7 +117,10 @@ def reconcile(*, connection: Connection, repair: bool = True) -> ReconciliationR
         if repair:
             # Each field goes again from the side that edited it last: this side's now; on a local
             # connection the other side's too (another node re-sends its own when it reconciles).
-            resent = _resend(twin, [f for f, v in values.items() if v["later"] == "here"])
+            # Against another node's last replica (its live item unseen), only a field this side's history
+            # shows a later person edit of is sent again; the other node repairs its own.
+            ours = [f for f, v in values.items() if v["later"] == "here" and (there or times.get(f))]
+            resent = _resend(twin, ours)
             if there is not None:
                 peer_twin = Twin.objects.filter(connection=connection.peer, local_id=twin.remote_id).first()
                 if peer_twin is not None:
@@ -149,7 +152,10 @@ def _resend(twin: Twin, fields: list[str]) -> bool:
 def _other_side(
     connection: Connection, twin: Twin, there: _Side | None
 ) -> tuple[dict[str, Any], dict[str, str]] | None:
-    """The other side's item as its rules would send it now, with its per-field edit times."""
+    """The other side's item as its rules would send it now, with its per-field edit times; None when
+    there is nothing to compare (yet)."""
+    from replicas.pipeline import _strip, queue_outgoing
+
     if there is None:  # another node: the replica it sent last (its live item needs the peer's help)
         received = twin.remote_replica
         if not received:
@@ -163,6 +169,10 @@ def _other_side(
         _item, hub, times = there.live(peer_twin)
     except ConnectorError:
         return None  # reported when the other side's connection is reconciled
+    if peer_twin.local_replica is None or _strip(hub) != _strip(peer_twin.local_replica):
+        # A change there that was never sent (a poll not yet run, say): it is on its way, and no drift.
+        queue_outgoing(peer_twin, item_key=peer_twin.local_key)
+        return None
     return hub, times
 
 
@@ -177,7 +187,7 @@ def _differing(
 ) -> dict[str, dict[str, Any]]:
     """The fields this side's incoming rules would change if the other side's item arrived now, with both
     values and which side edited the field last ("here" or "there")."""
-    from replicas.pipeline import _annotate, _parse_time, script_context
+    from replicas.pipeline import _annotate, _parse_time, field_time, script_context
     from syncrules import sandbox
 
     result = sandbox.run_incoming(
@@ -196,8 +206,8 @@ def _differing(
     for field in COMPARED:
         if field not in after or written_value_seen(field, after.get(field), item.get(field)):
             continue
-        mine = _parse_time(times.get(field)) or _parse_time(hub.get("updated"))
-        other = _parse_time(their_times.get(field)) or _parse_time(theirs.get("updated"))
+        mine = field_time(times, field, _parse_time(hub.get("updated")))
+        other = field_time(their_times, field, _parse_time(theirs.get("updated")))
         later_here = bool(mine and (other is None or mine > other or (mine == other and ties_here)))
         values[field] = {
             "here": _shown(hub.get(field)),

@@ -89,10 +89,11 @@ class Connector(ABC):
         return None
 
     def field_edit_times(self, item: Mapping[str, Any]) -> dict[str, str]:
-        """When each hubIssue field of ``item`` was last changed by someone other than this connector's actor
-        (ISO 8601), where the tracker keeps a per-field history; {} otherwise (the item's ``updated`` stands
-        for every field then). Conflicts compare these times field by field, so a later edit of another
-        field does not make an earlier edit of this one win."""
+        """When a person (anyone but this connector's actor) last edited each hubIssue field of ``item``,
+        from the tracker's per-field history: an ISO 8601 time, or "" for a field nobody but the node has
+        set since the item was created; a field left out is unknown (the item's ``updated`` stands for it).
+        {} when the tracker keeps no such history. Conflicts and reconciliation compare these times field by
+        field, so a later edit of another field does not make an earlier (or no) edit of this one win."""
         return {}
 
     def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:

@@ -185,7 +185,8 @@ class BuiltinConnector(Connector):
         return None if actor is None else actor == self.actor
 
     def field_edit_times(self, item: Mapping[str, Any]) -> dict[str, str]:
-        """From the issue's ``IssueChange`` rows that other actors made (newest first; one query)."""
+        """From the issue's ``IssueChange`` rows that other actors made (newest first; one query): the
+        history is complete, so a field without such a row is one nobody but the node has set ("")."""
         times: dict[str, str] = {}
         changes = (
             IssueChange.objects.filter(issue_id=int(item["id"]), issue__project__instance=self.instance)
@@ -195,11 +196,11 @@ class BuiltinConnector(Connector):
         )
         for at, fields in changes:
             for name in fields or []:
-                hub = _HUB_FIELD.get(name, name)
-                times.setdefault(hub, _iso(at))
+                if name in _HUB_FIELD:
+                    times.setdefault(_HUB_FIELD[name], _iso(at) or "")
             if len(times) >= len(_HUB_FIELD):
                 break
-        return times
+        return {field: times.get(field, "") for field in _HUB_FIELD.values()}
 
     def metadata(self) -> dict[str, list[Any]]:
         statuses: list[str] = []

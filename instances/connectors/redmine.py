@@ -161,6 +161,20 @@ def to_hub(
     }
 
 
+# Redmine journal detail names (property "attr") of the hubIssue fields; custom fields are property "cf".
+JOURNAL_FIELDS = {
+    "subject": "summary",
+    "description": "description",
+    "status_id": "status",
+    "priority_id": "priority",
+    "tracker_id": "type",
+    "assigned_to_id": "assignee",
+    "due_date": "dueDate",
+    "parent_id": "parentId",
+    "cf": "customFields",
+}
+
+
 def last_change_author(issue: Mapping[str, Any]) -> int | None:
     """The Redmine user id who made the issue's latest change: the newest journal's user, else the author."""
     journals = issue.get("journals") or []
@@ -375,6 +389,7 @@ class RedmineConnector(Connector):
     # --- reads -------------------------------------------------------------------------------------------
     def get_item(self, item_id: str) -> dict[str, Any]:
         issue = self._raw_issue(item_id)
+        self._last_read = issue  # its journals answer field_edit_times without another request
         project = self._project(issue["project"]["id"])
         return to_hub(
             issue,
@@ -684,6 +699,29 @@ class RedmineConnector(Connector):
         user = self.me()
         admin = " (administrator)" if user.get("admin") else ""
         return f"Connected to Redmine as {user.get('login')}{admin}."
+
+    def field_edit_times(self, item: Mapping[str, Any]) -> dict[str, str]:
+        """From the issue's journals (complete history): the newest journal of a user other than the node's
+        that changed the field, else the creation when a person created the issue, else "" (never)."""
+        raw = getattr(self, "_last_read", None)
+        if not raw or str(raw.get("id")) != str(item["id"]) or "journals" not in raw:
+            raw = self._raw_issue(str(item["id"]), include="journals")
+        me = self.me()["id"]
+        created = "" if (raw.get("author") or {}).get("id") == me else str(raw.get("created_on") or "")
+        times = {field: created for field in set(JOURNAL_FIELDS.values())}
+        for journal in sorted(raw.get("journals") or [], key=lambda j: (j.get("created_on") or "", j["id"])):
+            if (journal.get("user") or {}).get("id") == me:
+                continue
+            for detail in journal.get("details") or []:
+                if detail.get("property") == "cf":
+                    field = "customFields"
+                elif detail.get("property") == "attr":
+                    field = JOURNAL_FIELDS.get(str(detail.get("name")), "")
+                else:
+                    continue
+                if field:
+                    times[field] = str(journal.get("created_on") or "")
+        return times
 
     def is_own_change(self, item: Mapping[str, Any]) -> bool:
         """Whether the item's latest change was made by the node (the API key's Redmine user).

@@ -228,6 +228,11 @@ class Node:
         self.procs = []
         self.roles = {}
 
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the node's process log, for a failure message."""
+        log = self.var_dir / "processes.log"
+        return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
     # --- API ------------------------------------------------------------------------------------------------
 
     def api(self, method: str, path: str, **kw: Any) -> requests.Response:

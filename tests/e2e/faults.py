@@ -69,15 +69,29 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle  # noqa: N815
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.handler = Handler
+        self._serve(0)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name=f"proxy-{name}", daemon=True)
+
+    def _serve(self, port: int) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self.handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name=f"proxy-{self.name}", daemon=True
+        )
         self.thread.start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def go_down(self) -> None:
+        """Stop listening: every connection is refused, as when the service behind is stopped."""
+        self.close()
+
+    def come_back(self) -> None:
+        """Listen again on the same address."""
+        self._serve(int(self.url.rsplit(":", 1)[1]))
 
     def _pick(self) -> str | None:
         with self.lock:
