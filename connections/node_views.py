@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import random
 import uuid
@@ -31,10 +30,10 @@ from django.views.decorators.http import require_http_methods
 
 from connections import signing
 from connections.models import Connection, SeenNonce
+from exalate_node.parsers import JSONRefused, load_json
 
 logger = logging.getLogger(__name__)
 
-MAX_JSON_DEPTH = 64
 MAX_BATCH = 1000
 _ID_MAX = 200
 
@@ -96,32 +95,12 @@ def require_json(request: HttpRequest) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity), nested at most ``MAX_JSON_DEPTH`` levels."""
-
-    def reject_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
+    """Strict JSON (no NaN/Infinity), nested at most ``MAX_JSON_DEPTH`` levels, text valid Unicode (a lone
+    surrogate such as ``"\\ud800"`` is refused here: stored, it broke every page that showed it)."""
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=reject_constant)
-    except RecursionError:
-        raise NodeRequestError(400, "too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NodeRequestError(400, "malformed_json", f"The body is not valid UTF-8 JSON: {str(exc)[:200]}")
-    if _depth_exceeds(data, MAX_JSON_DEPTH):
-        raise NodeRequestError(400, "too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
-    return data
-
-
-def _depth_exceeds(data: Any, limit: int) -> bool:
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > limit:
-                return True
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+        return load_json(body)
+    except JSONRefused as exc:
+        raise NodeRequestError(400, exc.code, exc.message)
 
 
 @dataclass

@@ -26,6 +26,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from connections import services as connection_services
 from connections.models import Connection
 from connections.rotation import RotationError, key_fingerprint, rotate_key
+from exalate_node.parsers import JSONRefused, load_json
+from exalate_node.text import unencodable_message, unencodable_path
 from exalate_node.ui import forms
 from instances.connectors import ConnectorError
 from instances.models import Attachment, Instance, Issue, Project
@@ -664,6 +666,8 @@ def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | 
     try:
         if direction == "outgoing":
             result = rules.dry_run_outgoing(connection=connection, key=key, outgoing=data["outgoing"])
+            if _unencodable_result(form, result):
+                return None
             return {
                 "direction": direction,
                 "key": key,
@@ -676,6 +680,8 @@ def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | 
         result = rules.dry_run_incoming(
             connection=connection, replica=replica, key=key or None, incoming=data["incoming"]
         )
+        if _unencodable_result(form, result):
+            return None
         changes = [
             {"field": f, "before": _pretty(c["from"]), "after": _pretty(c["to"])}
             for f, c in result["changes"].items()
@@ -688,14 +694,22 @@ def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | 
     return None
 
 
+def _unencodable_result(form: forms.RulesForm, result: Any) -> bool:
+    """Whether the script's result holds text that cannot be shown (``chr(55296)``); says so on the form."""
+    where = unencodable_path(result)
+    if where is not None:
+        form.add_error(None, f"The dry-run stopped: {unencodable_message(where, 'The script’s result')}")
+    return where is not None
+
+
 def _dry_run_replica(
     connection: Connection, key: str, pasted: str, form: forms.RulesForm
 ) -> dict[str, Any] | None:
     if pasted.strip():
         try:
-            replica = json.loads(pasted)
-        except ValueError as exc:
-            form.add_error("dry_replica", f"This is not valid JSON ({exc}). Paste a JSON object.")
+            replica = load_json(pasted, what="The replica")
+        except JSONRefused as exc:
+            form.add_error("dry_replica", f"{exc.message} Paste a JSON object.")
             return None
         if not isinstance(replica, dict):
             form.add_error("dry_replica", 'The replica must be a JSON object, like {"summary": "…"}.')
