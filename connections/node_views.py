@@ -31,6 +31,7 @@ from django.views.decorators.http import require_http_methods
 from connections import signing
 from connections.models import Connection, SeenNonce
 from exalate_node.parsers import JSONRefused, load_json
+from exalate_node.templatetags.links import is_web_url
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +279,11 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
             _text(msg, "remote_item_id", i)
             _text(msg, "local_item_id", i)
             _text(msg, "remote_key", i, required=False)
-            _text(msg, "remote_url", i, required=False, limit=500)
+            remote_url = _text(msg, "remote_url", i, required=False, limit=500)
+            if remote_url and not is_web_url(remote_url):
+                raise MessageRejected(
+                    f"Message {i}: 'remote_url' must be an http or https URL (it becomes a link on pages)."
+                )
             links = msg.get("links", [])
             if not isinstance(links, list) or len(links) > 10_000:
                 raise MessageRejected(f"Message {i}: 'links' must be a list.")
