@@ -681,11 +681,10 @@ class SalesforceConnector(Connector):
         rows = event if isinstance(event, list) else [event]
         refs = []
         for row in rows:
-            record_id = (
-                str((row or {}).get("Id") or (row or {}).get("id") or "") if isinstance(row, dict) else ""
-            )
+            row = common.obj(row)
+            record_id = common.scalar(row.get("Id")) or common.scalar(row.get("id"))
             if _ID_RE.fullmatch(record_id):
-                refs.append(ItemRef(id=record_id, key=str(row.get("CaseNumber") or record_id)))
+                refs.append(ItemRef(id=record_id, key=common.scalar(row.get("CaseNumber")) or record_id))
         return refs
 
 
