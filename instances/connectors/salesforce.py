@@ -178,11 +178,13 @@ class SalesforceConnector(Connector):
             idempotent=True,  # a token request changes nothing: repeated after a failure like a read
         )
         body = response.json() if response.content else {}
+        body = body if isinstance(body, dict) else {}
         if response.status_code != 200 or "access_token" not in body:
+            said = f"{body.get('error')}: {body.get('error_description')}; " if body.get("error") else ""
             raise ConnectorError(
-                f"Salesforce refused the OAuth token request ({body.get('error')}: "
-                f"{body.get('error_description')}). Check the connected app's client id and secret, that the "
-                f"client credentials flow (or the user's password and security token) is enabled.",
+                f"Salesforce refused the OAuth token request ({said}HTTP {response.status_code}). Check the "
+                "connected app's client id and secret, that the client credentials flow (or the user's "
+                "password and security token) is enabled.",
                 status=401,
             )
         with _lock:

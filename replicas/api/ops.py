@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections.models import Connection
+from exalate_node.api import TRACKER_FAILURES, tracker_failed
 from instances.connectors import ConnectorError
 from replicas import bulk, reconcile, selectors, triggers
 from replicas.models import BulkJob, ReconciliationReport, Trigger, Twin
@@ -171,7 +172,11 @@ class ReconcileView(APIView):
 
     @extend_schema(request=None, responses={200: ReconciliationSerializer})
     def post(self, request: Request, pk: int) -> Response:
-        report = reconcile.reconcile(connection=_connection(pk))
+        connection = _connection(pk)
+        try:
+            report = reconcile.reconcile(connection=connection)
+        except TRACKER_FAILURES as exc:
+            raise tracker_failed(connection.local_instance, exc)
         return Response(ReconciliationSerializer(report).data)
 
 
