@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 _ID_MAX = 200
+# Row ids (BigAutoField) and cursors fit a signed 64-bit integer; a larger number cannot name a row, and
+# the database driver raises OverflowError on it (a 500 before this check).
+MAX_ROW_ID = 2**63 - 1
 
 
 def max_body_bytes() -> int:
@@ -395,6 +398,10 @@ def _serve_outbox(request: HttpRequest, auth: Signed) -> HttpResponse:
         limit = max(1, min(int(request.GET.get("limit") or BATCH_MESSAGES), BATCH_MESSAGES))
     except ValueError:
         raise NodeRequestError(400, "bad_request", "'after' and 'limit' must be integers.")
+    if not 0 <= after <= MAX_ROW_ID:
+        raise NodeRequestError(
+            400, "bad_request", f"'after' must be a message id from 0 to {MAX_ROW_ID} (the last one applied)."
+        )
     batch = next_batch(conn.pk, after=after, limit=limit)
     return signed_response(auth, {"messages": [{"id": m.pk, **m.payload} for m in batch]})
 
@@ -408,9 +415,12 @@ def messages_ack(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
     if (
         not isinstance(ids, list)
         or len(ids) > MAX_BATCH
-        or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ROW_ID for i in ids)
     ):
-        raise MessageRejected('The body must be {"ids": [message ids]}.')
+        raise MessageRejected(
+            f'The body must be {{"ids": [message ids]}}: at most {MAX_BATCH} ids, each an integer from 1 to '
+            f"{MAX_ROW_ID}."
+        )
     count = mark_delivered(auth.connection, ids)
     return signed_response(auth, {"acknowledged": count})
 
