@@ -9,11 +9,11 @@ synced on. Nothing else happens in the request: the pipeline's workers read the 
 
 Answers: 202 with ``{"accepted": n}``; 401 when the signature or secret is wrong; 404 for an unknown
 instance; 409 when the instance has no ``webhook_secret`` (unsigned deliveries are never accepted) or its
-settings do not let the connector read the delivery; 400 for a body that is not a JSON object or list,
-is nested deeper than 64 levels, holds text that is not valid Unicode (a lone surrogate), names more than
-``MAX_ITEMS`` items, or that the connector cannot read. Every error is ``{"detail", "code"}``; a refused
-delivery records nothing. Jira's URL may carry the secret as ``?secret=…`` (see the Jira connector); it is
-passed to connectors whose ``verify_webhook`` takes ``query``.
+settings do not let the connector read the delivery; 413 above ``DATA_UPLOAD_MAX_MEMORY_SIZE``; 400 for a
+body that is not a JSON object or list, is nested deeper than 64 levels, holds text that is not valid
+Unicode (a lone surrogate), names more than ``MAX_ITEMS`` items, or that the connector cannot read. Every
+error is ``{"detail", "code"}``; a refused delivery records nothing. Jira's URL may carry the secret as
+``?secret=…`` (see the Jira connector); it is passed to connectors whose ``verify_webhook`` takes ``query``.
 
 The node's own writes are not dropped here even when the connector can recognise them (``is_own_change``):
 a write made for one connection must still reach the item's other connections, and the pipeline already
@@ -26,6 +26,8 @@ import inspect
 import json
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -88,7 +90,15 @@ def intake(request: HttpRequest, tracker: str, uid: str) -> JsonResponse:
             status=404,
         )
     headers = dict(request.headers)
-    body = request.body
+    try:
+        body = request.body
+    except RequestDataTooBig:  # Django's own answer would be an HTML page
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return _refused(
+            413,
+            "too_large",
+            f"The delivery is larger than this node reads ({limit} bytes); nothing was recorded.",
+        )
     extra = {"query": request.GET} if "query" in inspect.signature(verify).parameters else {}
     if not verify(headers, body, secret, **extra):
         logger.warning("Webhook for %s refused: bad or missing signature.", instance.name)

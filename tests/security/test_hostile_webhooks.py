@@ -148,3 +148,13 @@ def test_the_shared_readers_keep_only_objects_and_scalars():
         "",
         "",
     ]
+
+
+def test_a_delivery_over_the_upload_limit_is_a_413_in_json(client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    instance = webhook_instance("gitlab")
+    before = _state()
+    response = deliver(client, instance, json.dumps({"object_kind": "issue", "pad": "x" * 2000}).encode())
+    assert response.status_code == 413 and response.json()["code"] == "too_large"
+    assert "1000 bytes" in response.json()["detail"]
+    assert _state() == before
