@@ -33,15 +33,16 @@ def tracker_failed(instance: Any, exc: Exception) -> TrackerFailed:
     """The API error for a failed tracker call made for ``instance`` (an ``Instance``, or None)."""
     from instances.connectors.http import redact
 
+    who = "The tracker" if instance is not None else "A tracker or peer node"  # (None: the handler's net)
     if isinstance(exc, ConnectorError):
         message = exc.message  # the seam's messages say what the tracker said and what to do
     elif isinstance(exc, requests.JSONDecodeError):
         message = (
-            f"The tracker answered something that is not JSON ({str(exc)[:100]}). Check the instance URL "
+            f"{who} answered something that is not JSON ({str(exc)[:100]}). Check the instance URL "
             "and that the tracker is up."
         )
     else:
-        message = f"The tracker could not be reached ({redact(str(exc))[:300]}). Try again later."
+        message = f"{who} could not be reached ({redact(str(exc))[:300]}). Try again later."
     where = f"{instance.name} ({instance.tracker_type}): " if instance is not None else ""
     return TrackerFailed(f"{where}{message}")
 

@@ -24,7 +24,7 @@ from requests.adapters import BaseAdapter
 from rest_framework.test import APIClient
 
 from connections.services import connection_create_local
-from instances.connectors import _common
+from instances.connectors import ConnectorError, _common
 from instances.connectors import redmine as redmine_module
 from instances.connectors.http import HttpClient
 from instances.models import Instance
@@ -179,3 +179,20 @@ def test_sync_now_on_an_item_whose_tracker_fails_says_so(client, admin_user, tra
     assert page.status_code == 200
     text = page.content.decode()
     assert f"{side.local_instance.name} ({side.local_instance.tracker_type}): " in text and quoted in text
+
+
+@pytest.mark.parametrize(
+    "exc,said",
+    [
+        (ConnectorError("GitHub refused the request (401 Unauthorized): check the token."), "(401 Unauth"),
+        (requests.JSONDecodeError("Expecting value", "<html>", 0), "not JSON"),
+        (requests.ConnectionError("Connection refused"), "could not be reached (Connection refused)"),
+    ],
+)
+def test_a_tracker_failure_that_no_view_handles_is_still_a_502(exc, said):
+    """The API's exception handler is the net under views that call a tracker without naming it."""
+    from exalate_node.api import exception_handler
+
+    response = exception_handler(exc, {})
+    assert response.status_code == 502
+    assert response.data["code"] == "tracker_error" and said in response.data["detail"]
