@@ -6,7 +6,7 @@ import uuid
 
 from django.db import models
 
-from exalate_node.fields import EncryptedTextField
+from exalate_node.fields import EncryptedTextField, JSONField
 from instances.models import Instance
 
 
@@ -65,7 +65,7 @@ class Connection(models.Model):
     # What the peer told us at the handshake (feature negotiation, support diagnostics).
     peer_node_name = models.CharField(max_length=200, blank=True, default="")
     peer_app_version = models.CharField(max_length=50, blank=True, default="")
-    peer_features = models.JSONField(default=list, blank=True)
+    peer_features = JSONField(default=list, blank=True)
     # Node-to-node delivery: one sender per connection at a time (a lease, like the twin lease of the
     # pipeline), and the backoff state of the last failure.
     delivery_token = models.CharField(max_length=32, blank=True, default="")
@@ -151,7 +151,7 @@ class OutboundMessage(models.Model):
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="outbox")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     trace_id = models.CharField(max_length=64, blank=True, default="")
-    payload = models.JSONField()
+    payload = JSONField()
     size = models.PositiveIntegerField(default=0, help_text="Bytes of the payload as JSON.")
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

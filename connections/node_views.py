@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import random
 import uuid
@@ -31,12 +30,16 @@ from django.views.decorators.http import require_http_methods
 
 from connections import signing
 from connections.models import Connection, SeenNonce
+from exalate_node.parsers import JSONRefused, load_json
+from exalate_node.templatetags.links import is_web_url
 
 logger = logging.getLogger(__name__)
 
-MAX_JSON_DEPTH = 64
 MAX_BATCH = 1000
 _ID_MAX = 200
+# Row ids (BigAutoField) and cursors fit a signed 64-bit integer; a larger number cannot name a row, and
+# the database driver raises OverflowError on it (a 500 before this check).
+MAX_ROW_ID = 2**63 - 1
 
 
 def max_body_bytes() -> int:
@@ -96,32 +99,12 @@ def require_json(request: HttpRequest) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity), nested at most ``MAX_JSON_DEPTH`` levels."""
-
-    def reject_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
+    """Strict JSON (no NaN/Infinity), nested at most ``MAX_JSON_DEPTH`` levels, text valid Unicode (a lone
+    surrogate such as ``"\\ud800"`` is refused here: stored, it broke every page that showed it)."""
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=reject_constant)
-    except RecursionError:
-        raise NodeRequestError(400, "too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NodeRequestError(400, "malformed_json", f"The body is not valid UTF-8 JSON: {str(exc)[:200]}")
-    if _depth_exceeds(data, MAX_JSON_DEPTH):
-        raise NodeRequestError(400, "too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
-    return data
-
-
-def _depth_exceeds(data: Any, limit: int) -> bool:
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > limit:
-                return True
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+        return load_json(body)
+    except JSONRefused as exc:
+        raise NodeRequestError(400, exc.code, exc.message)
 
 
 @dataclass
@@ -299,7 +282,11 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
             _text(msg, "remote_item_id", i)
             _text(msg, "local_item_id", i)
             _text(msg, "remote_key", i, required=False)
-            _text(msg, "remote_url", i, required=False, limit=500)
+            remote_url = _text(msg, "remote_url", i, required=False, limit=500)
+            if remote_url and not is_web_url(remote_url):
+                raise MessageRejected(
+                    f"Message {i}: 'remote_url' must be an http or https URL (it becomes a link on pages)."
+                )
             links = msg.get("links", [])
             if not isinstance(links, list) or len(links) > 10_000:
                 raise MessageRejected(f"Message {i}: 'links' must be a list.")
@@ -411,6 +398,10 @@ def _serve_outbox(request: HttpRequest, auth: Signed) -> HttpResponse:
         limit = max(1, min(int(request.GET.get("limit") or BATCH_MESSAGES), BATCH_MESSAGES))
     except ValueError:
         raise NodeRequestError(400, "bad_request", "'after' and 'limit' must be integers.")
+    if not 0 <= after <= MAX_ROW_ID:
+        raise NodeRequestError(
+            400, "bad_request", f"'after' must be a message id from 0 to {MAX_ROW_ID} (the last one applied)."
+        )
     batch = next_batch(conn.pk, after=after, limit=limit)
     return signed_response(auth, {"messages": [{"id": m.pk, **m.payload} for m in batch]})
 
@@ -424,9 +415,12 @@ def messages_ack(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
     if (
         not isinstance(ids, list)
         or len(ids) > MAX_BATCH
-        or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ROW_ID for i in ids)
     ):
-        raise MessageRejected('The body must be {"ids": [message ids]}.')
+        raise MessageRejected(
+            f'The body must be {{"ids": [message ids]}}: at most {MAX_BATCH} ids, each an integer from 1 to '
+            f"{MAX_ROW_ID}."
+        )
     count = mark_delivered(auth.connection, ids)
     return signed_response(auth, {"acknowledged": count})
 

@@ -4,16 +4,55 @@ from __future__ import annotations
 
 from typing import Any
 
+import requests
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from instances.connectors.base import ConnectorError
+
+
+class TrackerFailed(exceptions.APIException):
+    """A tracker this node called failed, refused or answered something unreadable: a 502 that names the
+    instance and says what the tracker answered, not a 500."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_code = "tracker_error"
+    default_detail = "The tracker failed. Try again later."
+
+
+# What escapes a connector when its tracker fails: the seam's ConnectorError (refusals, outages, answers that
+# are not JSON), and requests' own errors where a connector reads an answer itself (``response.json()`` on
+# an HTML page raises requests.JSONDecodeError).
+TRACKER_FAILURES: tuple[type[Exception], ...] = (ConnectorError, requests.RequestException)
+
+
+def tracker_failed(instance: Any, exc: Exception) -> TrackerFailed:
+    """The API error for a failed tracker call made for ``instance`` (an ``Instance``, or None)."""
+    from instances.connectors.http import redact
+
+    who = "The tracker" if instance is not None else "A tracker or peer node"  # (None: the handler's net)
+    if isinstance(exc, ConnectorError):
+        message = exc.message  # the seam's messages say what the tracker said and what to do
+    elif isinstance(exc, requests.JSONDecodeError):
+        message = (
+            f"{who} answered something that is not JSON ({str(exc)[:100]}). Check the instance URL "
+            "and that the tracker is up."
+        )
+    else:
+        message = f"{who} could not be reached ({redact(str(exc))[:300]}). Try again later."
+    where = f"{instance.name} ({instance.tracker_type}): " if instance is not None else ""
+    return TrackerFailed(f"{where}{message}")
+
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error is ``{"detail": <what went wrong and what to do>, "code": <machine code>}``;
     validation errors add ``"fields"`` with the per-field messages."""
+    if isinstance(exc, TRACKER_FAILURES):
+        # A view that did not name the instance: still a 502 saying what the tracker answered.
+        exc = tracker_failed(None, exc)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
@@ -68,6 +107,12 @@ ERROR_RESPONSES: dict[str, str] = {
 # Operations with a rate limit (exalate_node.views.ObtainToken).
 THROTTLED_PATHS = frozenset({"/api/v1/auth/token/"})
 THROTTLED_RESPONSE = "Too many attempts from this address: wait the `Retry-After` seconds, then retry."
+# Operations that call the local instance's tracker: a 502 when it fails, refuses or answers nonsense.
+TRACKER_PATH_ENDINGS = ("/rules/dry-run/", "/exalate/", "/connect/", "/sync-status/", "/reconcile/")
+TRACKER_RESPONSE = (
+    "The tracker failed, refused the request or answered something that is not readable: `detail` names "
+    "the instance and says what the tracker answered."
+)
 # Only for operations that read a body.
 BODY_ERROR_RESPONSES: dict[str, str] = {
     "415": "The body's content type is not one this endpoint reads (or the body is malformed): send JSON.",
@@ -89,6 +134,8 @@ def add_error_responses(
             errors = ERROR_RESPONSES | (BODY_ERROR_RESPONSES if method in ("post", "put", "patch") else {})
             if path in THROTTLED_PATHS:
                 errors = errors | {"429": THROTTLED_RESPONSE}
+            if path.endswith(TRACKER_PATH_ENDINGS) and not (path.endswith("/reconcile/") and method == "get"):
+                errors = errors | {"502": TRACKER_RESPONSE}
             for status_code, description in errors.items():
                 responses.setdefault(status_code, {"description": description, "content": reference})
     return result

@@ -16,7 +16,10 @@ from replicas.api.ops import (
 )
 from replicas.api.views import EntitySyncStatusView, SyncErrorViewSet, SyncEventViewSet
 
+# No format-suffix routes (``…/exalate.json/``): the schema never listed them, every custom action answered
+# them with a 500 (its method takes no ``format``), and ``?format=json`` or an Accept header does the same.
 router = DefaultRouter()
+router.include_format_suffixes = False
 router.register("instances", InstanceViewSet, basename="instance")
 router.register("connections", ConnectionViewSet, basename="connection")
 router.register("events", SyncEventViewSet, basename="event")

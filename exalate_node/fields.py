@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django import forms
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.forms.fields import InvalidJSONInput
 
 
 class AlreadyEncrypted(str):
@@ -35,3 +39,61 @@ class EncryptedTextField(models.TextField):
         from exalate_node.secrets_at_rest import get_box
 
         return get_box().encrypt(value)
+
+
+class JSONField(models.JSONField):
+    """``models.JSONField`` read back with ``ScrubbingJSONDecoder``: a lone surrogate stored before the doors
+    refused it (``exalate_node.parsers``) reads as U+FFFD, so the pages and API answers that show the value
+    stay readable instead of failing with a 500 (issue #17).
+
+    The decoder only changes how values are read, not the column, so migrations see a plain
+    ``models.JSONField`` (``deconstruct``): no migration, and no table rebuild on SQLite.
+    ``tests/test_text_at_rest.py::test_every_json_column_reads_with_the_scrubbing_decoder`` checks that every
+    model uses this field.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from exalate_node.text import ScrubbingJSONDecoder
+
+        kwargs.setdefault("decoder", ScrubbingJSONDecoder)
+        super().__init__(*args, **kwargs)
+
+    def formfield(self, **kwargs: Any) -> Any:
+        # Forms (the Django admin) decode what a person typed with the plain decoder, so that text that is
+        # not valid Unicode is refused with a message rather than stored (or silently replaced).
+        return super().formfield(**{"form_class": EncodableJSONFormField, "decoder": None, **kwargs})
+
+    def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
+        from exalate_node.text import ScrubbingJSONDecoder
+
+        name, _path, args, kwargs = super().deconstruct()
+        if kwargs.get("decoder") is ScrubbingJSONDecoder:
+            del kwargs["decoder"]
+        return name, "django.db.models.JSONField", args, kwargs
+
+
+class EncodableJSONFormField(forms.JSONField):
+    """A JSON form field that refuses text that is not valid Unicode (``"\\ud800"`` decodes into a lone
+    surrogate, which no page can show), naming where it is. A refused value is shown again with U+FFFD, so
+    the form with its error still renders."""
+
+    def to_python(self, value: Any) -> Any:
+        from exalate_node.text import unencodable_message, unencodable_path
+
+        data = super().to_python(value)
+        where = unencodable_path(data)
+        if where is not None:
+            raise ValidationError(unencodable_message(where, "This value"), code="unencodable")
+        return data
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        from exalate_node.text import ScrubbingJSONDecoder
+
+        if self.disabled:
+            return initial
+        if data is None:
+            return None
+        try:
+            return json.loads(data, cls=ScrubbingJSONDecoder)
+        except json.JSONDecodeError:
+            return InvalidJSONInput(data)

@@ -216,11 +216,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
-    # DRF's defaults, with a JSON parser that refuses bodies nested deeper than 64 levels (400, not 500).
+    # DRF's defaults, refusing (400, not 500) JSON nested deeper than 64 levels and text that is not valid
+    # Unicode (lone surrogates), also inside form values that JSON fields decode.
     "DEFAULT_PARSER_CLASSES": [
         "exalate_node.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "exalate_node.parsers.FormParser",
+        "exalate_node.parsers.MultiPartParser",
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,

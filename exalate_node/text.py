@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 REPLACEMENT = "\ufffd"
 
 
@@ -72,4 +72,21 @@ class ScrubbingJSONDecoder(json.JSONDecoder):
     def decode(self, s: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         value = super().decode(s, *args, **kwargs)
         # Only text with an escaped surrogate can decode into one: the walk is skipped for everything else.
-        return scrub(value) if _ESCAPED_SURROGATE.search(s) else value
+        return scrub(value) if _has_lone_surrogate_escape(s) else value
+
+
+def _has_lone_surrogate_escape(s: str) -> bool:
+    """Whether JSON text ``s`` escapes a lone surrogate: a high one (``\\ud800``-``\\udbff``) not followed
+    by a low one, or a low one not right after a high one. Pairs (how JSON columns store emoji on SQLite)
+    decode into one valid character, so reading them costs no walk. (An escaped backslash before
+    ``ud800`` also counts: that costs only a walk that changes nothing.)"""
+    pair_end = -1  # where the low half of the last high escape must start to make a pair
+    for match in _ESCAPED_SURROGATE.finditer(s):
+        is_high = match.group()[3] in "89abAB"
+        if match.start() == pair_end and not is_high:
+            pair_end = -1  # the low half of a pair
+            continue
+        if pair_end != -1 or not is_high:
+            return True  # a high escape left unpaired, or a low one on its own
+        pair_end = match.end()
+    return pair_end != -1

@@ -8,7 +8,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from exalate_node.fields import EncryptedTextField
+from exalate_node.fields import EncryptedTextField, JSONField
 
 
 class TrackerType(models.TextChoices):
@@ -51,7 +51,7 @@ class Instance(models.Model):
     credentials = EncryptedTextField(
         blank=True, default="", help_text="Tracker credentials as JSON, encrypted at rest."
     )
-    settings = models.JSONField(default=dict, blank=True, help_text="Connector settings (project, table...).")
+    settings = JSONField(default=dict, blank=True, help_text="Connector settings (project, table...).")
     poll_cursor = models.CharField(max_length=200, blank=True, help_text="Where the last poll stopped.")
     polled_at = models.DateTimeField(null=True, blank=True)
     poll_lease_until = models.DateTimeField(null=True, blank=True)
@@ -90,9 +90,9 @@ class Project(models.Model):
     key = models.CharField(max_length=10, unique=True, help_text="Upper-case letters, e.g. DEMO.")
     name = models.CharField(max_length=200)
     next_number = models.PositiveIntegerField(default=1, editable=False)
-    statuses = models.JSONField(default=list, blank=True)
-    priorities = models.JSONField(default=list, blank=True)
-    issue_types = models.JSONField(default=list, blank=True)
+    statuses = JSONField(default=list, blank=True)
+    priorities = JSONField(default=list, blank=True)
+    issue_types = JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["key"]
@@ -120,14 +120,14 @@ class Issue(models.Model):
     status = models.CharField(max_length=50, default="Open")
     priority = models.CharField(max_length=50, default="Medium")
     issue_type = models.CharField("type", max_length=50, default="Task")
-    labels = models.JSONField(default=list, blank=True)
+    labels = JSONField(default=list, blank=True)
     assignee = models.EmailField(blank=True, default="")
     reporter = models.EmailField(blank=True, default="")
     due_date = models.DateField(null=True, blank=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
-    custom_fields = models.JSONField(default=dict, blank=True)
+    custom_fields = JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     updated_by = models.CharField(max_length=200, blank=True, help_text="Who made the last change.")
@@ -193,7 +193,7 @@ class IssueChange(models.Model):
     actor = models.CharField(max_length=200)
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     action = models.CharField(max_length=30)
-    fields = models.JSONField(default=list)
+    fields = JSONField(default=list)
 
     class Meta:
         ordering = ["-at", "-id"]

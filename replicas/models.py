@@ -10,6 +10,8 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from exalate_node.fields import JSONField
+
 
 class Twin(models.Model):
     """A local item paired with its remote item on one connection (Exalate's *entity link*).
@@ -36,9 +38,9 @@ class Twin(models.Model):
     remote_key = models.CharField(max_length=200, blank=True)
     remote_url = models.URLField(max_length=500, blank=True)
     state = models.CharField(max_length=15, choices=State.choices, default=State.QUEUED, db_index=True)
-    local_replica = models.JSONField(null=True, blank=True)
-    remote_replica = models.JSONField(null=True, blank=True)
-    prev_remote_replica = models.JSONField(null=True, blank=True)
+    local_replica = JSONField(null=True, blank=True)
+    remote_replica = JSONField(null=True, blank=True)
+    prev_remote_replica = JSONField(null=True, blank=True)
     # Conflicts compare when each side's values were last edited by a person, not the item's ``updated``
     # (which this node's own applies move too): the item's ``updated`` right after our last apply, and the
     # time of the last edit here by a person as of that apply ("" when there was none).
@@ -125,7 +127,7 @@ class SyncEvent(models.Model):
     seq = models.PositiveIntegerField(default=0, help_text="Per-twin sequence number (assigned when sent).")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     item_key = models.CharField(max_length=200, blank=True, db_index=True)
-    replica = models.JSONField(null=True, blank=True)
+    replica = JSONField(null=True, blank=True)
     rules_version = models.ForeignKey(
         "syncrules.RulesVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -232,10 +234,10 @@ class BulkJob(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     trigger = models.ForeignKey(Trigger, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    items = models.JSONField(default=list, help_text="The work list: keys, or [local, remote] key pairs.")
+    items = JSONField(default=list, help_text="The work list: keys, or [local, remote] key pairs.")
     position = models.PositiveIntegerField(default=0, help_text="Items finished (the resume point).")
     total = models.PositiveIntegerField(default=0)
-    errors = models.JSONField(default=list)
+    errors = JSONField(default=list)
     message = models.TextField(blank=True, default="")
     created_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -262,7 +264,7 @@ class ReconciliationReport(models.Model):
     drifted = models.PositiveIntegerField(default=0)
     repaired = models.PositiveIntegerField(default=0)
     missing = models.PositiveIntegerField(default=0)
-    findings = models.JSONField(default=list)
+    findings = JSONField(default=list)
 
     class Meta:
         ordering = ["-id"]

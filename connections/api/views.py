@@ -23,6 +23,7 @@ from connections.api.serializers import (
     PreviewSerializer,
 )
 from connections.models import Connection
+from exalate_node.api import TRACKER_FAILURES, tracker_failed
 from replicas import pipeline
 from replicas.models import Twin
 
@@ -167,10 +168,13 @@ class ConnectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         """Start syncing a local item on this connection (or send its current state again)."""
         ser = ItemKeySerializer(data=request.data)
         ser.is_valid(raise_exception=True)
+        connection = self.get_object()
         try:
-            twin = pipeline.exalate(connection=self.get_object(), key=ser.validated_data["key"])
+            twin = pipeline.exalate(connection=connection, key=ser.validated_data["key"])
         except pipeline.OperationError as exc:
             raise _invalid(exc)
+        except TRACKER_FAILURES as exc:  # looking the item up in the tracker failed
+            raise tracker_failed(connection.local_instance, exc)
         return Response(self._twin_payload(twin), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=ItemKeySerializer, responses={202: dict})
@@ -192,8 +196,11 @@ class ConnectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         """Link a local item to an item that already exists on the other side."""
         ser = ConnectSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
+        connection = self.get_object()
         try:
-            twin = pipeline.connect(connection=self.get_object(), **ser.validated_data)
+            twin = pipeline.connect(connection=connection, **ser.validated_data)
         except pipeline.OperationError as exc:
             raise _invalid(exc)
+        except TRACKER_FAILURES as exc:
+            raise tracker_failed(connection.local_instance, exc)
         return Response(self._twin_payload(twin), status=status.HTTP_202_ACCEPTED)

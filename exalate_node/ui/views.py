@@ -26,6 +26,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from connections import services as connection_services
 from connections.models import Connection
 from connections.rotation import RotationError, key_fingerprint, rotate_key
+from exalate_node.api import TRACKER_FAILURES, tracker_failed
+from exalate_node.parsers import JSONRefused, load_json
+from exalate_node.text import unencodable_message, unencodable_path
 from exalate_node.ui import forms
 from instances.connectors import ConnectorError
 from instances.models import Attachment, Instance, Issue, Project
@@ -244,6 +247,11 @@ def connection_delete(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+def _tracker_message(connection: Connection, exc: Exception) -> str:
+    """What a page says when the local tracker failed: the API's 502 detail (``exalate_node.api``)."""
+    return str(tracker_failed(connection.local_instance, exc).detail)
+
+
 @staff_member_required
 @require_POST
 def connection_exalate(request: HttpRequest, pk: int) -> HttpResponse:
@@ -257,6 +265,9 @@ def connection_exalate(request: HttpRequest, pk: int) -> HttpResponse:
         twin = pipeline.exalate(connection=connection, key=form.cleaned_data["key"])
     except pipeline.OperationError as exc:
         messages.error(request, str(exc))
+        return _back(request, reverse("ui:connection", args=[pk]))
+    except TRACKER_FAILURES as exc:  # looking the item up in the tracker failed
+        messages.error(request, _tracker_message(connection, exc))
         return _back(request, reverse("ui:connection", args=[pk]))
     twin.refresh_from_db()
     messages.success(
@@ -376,6 +387,8 @@ def entity_status(request: HttpRequest) -> HttpResponse:
         else:
             try:
                 status = sync_status(instance=instance, key=key)
+            except TRACKER_FAILURES as exc:
+                form.add_error(None, f"Could not look up {key}. {tracker_failed(instance, exc).detail}")
             except Exception as exc:  # a tracker that cannot be reached must not break the page
                 form.add_error(None, f"Could not look up {key} in {instance.name}: {exc}")
             else:
@@ -432,6 +445,8 @@ def twin_sync(request: HttpRequest, pk: int) -> HttpResponse:
         pipeline.exalate(connection=twin.connection, key=twin.local_key)
     except pipeline.OperationError as exc:
         messages.error(request, str(exc))
+    except TRACKER_FAILURES as exc:
+        messages.error(request, _tracker_message(twin.connection, exc))
     else:
         messages.success(
             request, f"{twin.local_key}: its current state is queued on “{twin.connection.name}”."
@@ -653,7 +668,6 @@ def _problem_lines(problems: list[dict[str, Any]]) -> dict[str, str]:
 
 def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | None:
     """Run the edited script (not the published one) on a real item; writes nothing."""
-    from instances.connectors.base import ConnectorError
     from syncrules.engine import ScriptError
 
     data = form.cleaned_data
@@ -664,6 +678,8 @@ def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | 
     try:
         if direction == "outgoing":
             result = rules.dry_run_outgoing(connection=connection, key=key, outgoing=data["outgoing"])
+            if _unencodable_result(form, result):
+                return None
             return {
                 "direction": direction,
                 "key": key,
@@ -676,6 +692,8 @@ def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | 
         result = rules.dry_run_incoming(
             connection=connection, replica=replica, key=key or None, incoming=data["incoming"]
         )
+        if _unencodable_result(form, result):
+            return None
         changes = [
             {"field": f, "before": _pretty(c["from"]), "after": _pretty(c["to"])}
             for f, c in result["changes"].items()
@@ -683,9 +701,19 @@ def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | 
         return {"direction": direction, "key": key, **result, "change_rows": changes}
     except ScriptError as exc:
         form.add_error(None, f"The dry-run stopped: {exc}")
-    except (pipeline.OperationError, ConnectorError, ValueError) as exc:
+    except TRACKER_FAILURES as exc:
+        form.add_error("dry_key", _tracker_message(connection, exc))
+    except (pipeline.OperationError, ValueError) as exc:
         form.add_error("dry_key", str(exc))
     return None
+
+
+def _unencodable_result(form: forms.RulesForm, result: Any) -> bool:
+    """Whether the script's result holds text that cannot be shown (``chr(55296)``); says so on the form."""
+    where = unencodable_path(result)
+    if where is not None:
+        form.add_error(None, f"The dry-run stopped: {unencodable_message(where, 'The script’s result')}")
+    return where is not None
 
 
 def _dry_run_replica(
@@ -693,9 +721,9 @@ def _dry_run_replica(
 ) -> dict[str, Any] | None:
     if pasted.strip():
         try:
-            replica = json.loads(pasted)
-        except ValueError as exc:
-            form.add_error("dry_replica", f"This is not valid JSON ({exc}). Paste a JSON object.")
+            replica = load_json(pasted, what="The replica")
+        except JSONRefused as exc:
+            form.add_error("dry_replica", f"{exc.message} Paste a JSON object.")
             return None
         if not isinstance(replica, dict):
             form.add_error("dry_replica", 'The replica must be a JSON object, like {"summary": "…"}.')

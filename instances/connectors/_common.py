@@ -158,6 +158,21 @@ def same_secret(given: str | None, expected: str | None) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else ``{}``. Webhook bodies are read through this (and
+    ``scalar``) field by field, since a signed delivery may still have any shape (a 500 before)."""
+    return value if isinstance(value, dict) else {}
+
+
+def scalar(value: Any) -> str:
+    """A JSON string or integer as text; objects, lists, booleans, fractions and null as ``""``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
 def header(headers: Mapping[str, str], name: str) -> str:
     """A header value, case-insensitively (webhook views hand over plain dicts)."""
     wanted = name.lower()

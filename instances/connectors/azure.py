@@ -720,18 +720,21 @@ class AzureDevOpsConnector(Connector):
             event = json.loads(body or b"{}")
         except ValueError:
             return []
-        if not isinstance(event, dict) or not str(event.get("eventType", "")).startswith("workitem."):
+        if not isinstance(event, dict) or not common.scalar(event.get("eventType")).startswith("workitem."):
             return []
-        if not _deliveries.first_time(f"{self.account}:{event.get('id') or ''}" if event.get("id") else ""):
+        delivery = common.scalar(event.get("id"))
+        if not _deliveries.first_time(f"{self.account}:{delivery}" if delivery else ""):
             return []
-        resource = event.get("resource") or {}
-        item_id = resource.get("workItemId") or resource.get("id")
-        if item_id is None:
+        resource = common.obj(event.get("resource"))
+        item_id = common.scalar(resource.get("workItemId")) or common.scalar(resource.get("id"))
+        if not item_id.isdigit():
             return []
-        fields = (resource.get("revision") or {}).get("fields") or resource.get("fields") or {}
+        fields = common.obj(common.obj(resource.get("revision")).get("fields")) or common.obj(
+            resource.get("fields")
+        )
         changed = fields.get("System.ChangedDate")
         if isinstance(changed, dict):  # workitem.updated lists changes as {oldValue, newValue}
             changed = changed.get("newValue")
         return [
-            ItemRef(id=str(item_id), key=f"#{item_id}", url=self.item_url(item_id), updated=changed or "")
+            ItemRef(id=item_id, key=f"#{item_id}", url=self.item_url(item_id), updated=common.scalar(changed))
         ]

@@ -72,7 +72,9 @@ from instances.connectors._common import (
     credentials,
     header,
     iso,
+    obj,
     parse_ts,
+    scalar,
 )
 from instances.connectors.base import Connector, ConnectorError, ItemRef, register
 from instances.connectors.http import HttpClient
@@ -270,16 +272,19 @@ def parse_webhook(
     if event not in ("issues", "issue_comment"):
         return []
     payload = body if isinstance(body, Mapping) else json.loads(body or b"{}")
-    issue = payload.get("issue") or {}
-    if not issue.get("number") or issue.get("pull_request"):
+    if not isinstance(payload, Mapping):
+        raise ValueError("the delivery is not a JSON object")
+    issue = obj(payload.get("issue"))
+    number = scalar(issue.get("number"))
+    if not number.isdigit() or issue.get("pull_request"):
         return []
-    repo = (payload.get("repository") or {}).get("full_name") or ""
+    repo = scalar(obj(payload.get("repository")).get("full_name"))
     return [
         ItemRef(
-            id=str(issue["number"]),
-            key=f"{repo}#{issue['number']}",
-            url=issue.get("html_url") or "",
-            updated=issue.get("updated_at") or "",
+            id=number,
+            key=f"{repo}#{number}",
+            url=scalar(issue.get("html_url")),
+            updated=scalar(issue.get("updated_at")),
         )
     ]
 

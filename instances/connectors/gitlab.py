@@ -706,22 +706,22 @@ class GitLabConnector(Connector):
         if not isinstance(event, dict):
             return []
         kind = event.get("object_kind")
+        attributes = common.obj(event.get("object_attributes"))
         if kind in ("issue", "work_item"):
-            issue = event.get("object_attributes") or {}
-        elif kind == "note" and (event.get("object_attributes") or {}).get("noteable_type") == "Issue":
-            issue = event.get("issue") or {}
+            issue = attributes
+        elif kind == "note" and attributes.get("noteable_type") == "Issue":
+            issue = common.obj(event.get("issue"))
         else:
             return []
-        if not issue.get("iid"):
+        iid = common.scalar(issue.get("iid"))
+        if not iid.isdigit():
             return []
         if not _deliveries.first_time(f"{self.account}:{delivery}" if delivery else ""):
             return []
-        updated = issue.get("updated_at") or ""
+        updated = common.scalar(issue.get("updated_at"))
         if updated and "UTC" in updated:  # "2026-03-01 09:00:00 UTC" in older payloads
             updated = common.iso(common.parse_ts(updated.replace(" UTC", "Z")))
-        return [
-            ItemRef(id=str(issue["iid"]), key=f"#{issue['iid']}", url=issue.get("url") or "", updated=updated)
-        ]
+        return [ItemRef(id=iid, key=f"#{iid}", url=common.scalar(issue.get("url")), updated=updated)]
 
 
 def _mime(filename: str) -> str:

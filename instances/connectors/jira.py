@@ -68,8 +68,10 @@ from instances.connectors._common import (
     credentials,
     header,
     iso_ms,
+    obj,
     parse_ts,
     same_secret,
+    scalar,
 )
 from instances.connectors.adf import adf_to_text, text_to_adf
 from instances.connectors.base import Connector, ConnectorError, ItemRef, register
@@ -295,20 +297,23 @@ def parse_webhook(
     if already:
         return []
     payload = body if isinstance(body, Mapping) else json.loads(body or b"{}")
-    event = str(payload.get("webhookEvent") or "")
+    if not isinstance(payload, Mapping):
+        raise ValueError("the delivery is not a JSON object")
+    event = scalar(payload.get("webhookEvent"))
     if event not in (*ISSUE_EVENTS, "comment_deleted"):
         return []
-    issue = payload.get("issue") or {}
-    if not issue.get("id"):
+    issue = obj(payload.get("issue"))
+    issue_id = scalar(issue.get("id"))
+    if not issue_id:
         return []
-    site = "{0.scheme}://{0.netloc}".format(urlsplit(issue.get("self") or ""))
-    key = issue.get("key") or ""
+    site = "{0.scheme}://{0.netloc}".format(urlsplit(scalar(issue.get("self"))))
+    key = scalar(issue.get("key"))
     return [
         ItemRef(
-            id=str(issue["id"]),
+            id=issue_id,
             key=key,
             url=f"{site}/browse/{key}" if key and site != "://" else "",
-            updated=ts((issue.get("fields") or {}).get("updated")) or "",
+            updated=ts(scalar(obj(issue.get("fields")).get("updated"))) or "",
         )
     ]
 

@@ -178,11 +178,13 @@ class SalesforceConnector(Connector):
             idempotent=True,  # a token request changes nothing: repeated after a failure like a read
         )
         body = response.json() if response.content else {}
+        body = body if isinstance(body, dict) else {}
         if response.status_code != 200 or "access_token" not in body:
+            said = f"{body.get('error')}: {body.get('error_description')}; " if body.get("error") else ""
             raise ConnectorError(
-                f"Salesforce refused the OAuth token request ({body.get('error')}: "
-                f"{body.get('error_description')}). Check the connected app's client id and secret, that the "
-                f"client credentials flow (or the user's password and security token) is enabled.",
+                f"Salesforce refused the OAuth token request ({said}HTTP {response.status_code}). Check the "
+                "connected app's client id and secret, that the client credentials flow (or the user's "
+                "password and security token) is enabled.",
                 status=401,
             )
         with _lock:
@@ -681,11 +683,10 @@ class SalesforceConnector(Connector):
         rows = event if isinstance(event, list) else [event]
         refs = []
         for row in rows:
-            record_id = (
-                str((row or {}).get("Id") or (row or {}).get("id") or "") if isinstance(row, dict) else ""
-            )
+            row = common.obj(row)
+            record_id = common.scalar(row.get("Id")) or common.scalar(row.get("id"))
             if _ID_RE.fullmatch(record_id):
-                refs.append(ItemRef(id=record_id, key=str(row.get("CaseNumber") or record_id)))
+                refs.append(ItemRef(id=record_id, key=common.scalar(row.get("CaseNumber")) or record_id))
         return refs
 
 

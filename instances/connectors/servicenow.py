@@ -710,12 +710,15 @@ class ServiceNowConnector(Connector):
             return []
         if not isinstance(event, dict) or event.get("table", self.table) != self.table:
             return []
-        sys_id = str(event.get("sys_id") or "")
+        sys_id = common.scalar(event.get("sys_id"))
         if not re.fullmatch(r"[0-9a-f]{32}", sys_id):
             return []
-        updated = _sn_time(event["sys_updated_on"]) if event.get("sys_updated_on") else ""
+        updated = _sn_time(common.scalar(event.get("sys_updated_on")))
         return [
             ItemRef(
-                id=sys_id, key=str(event.get("number") or sys_id), url=self.item_url(sys_id), updated=updated
+                id=sys_id,
+                key=common.scalar(event.get("number")) or sys_id,
+                url=self.item_url(sys_id),
+                updated=updated,
             )
         ]

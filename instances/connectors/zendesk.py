@@ -794,10 +794,12 @@ class ZendeskConnector(Connector):
             return []
         if not isinstance(event, dict):
             return []
-        ticket_id = event.get("ticket_id") or (event.get("ticket") or {}).get("id")
-        if not ticket_id and str(event.get("type", "")).startswith("zen:event-type:ticket"):
-            ticket_id = (event.get("detail") or {}).get("id")
-        if not str(ticket_id or "").isdigit():
+        ticket_id = common.scalar(event.get("ticket_id")) or common.scalar(
+            common.obj(event.get("ticket")).get("id")
+        )
+        if not ticket_id and common.scalar(event.get("type")).startswith("zen:event-type:ticket"):
+            ticket_id = common.scalar(common.obj(event.get("detail")).get("id"))
+        if not ticket_id.isdigit():
             return []
         signature = common.header(headers, "X-Zendesk-Webhook-Signature")
         if not _deliveries.first_time(f"{self.account}:{signature}" if signature else ""):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -12,9 +14,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections.models import Connection
+from exalate_node.api import TRACKER_FAILURES, tracker_failed
 from instances.connectors import ConnectorError
 from replicas import bulk, reconcile, selectors, triggers
 from replicas.models import BulkJob, ReconciliationReport, Trigger, Twin
+
+MAX_STUCK_MINUTES = 10 * 366 * 24 * 60  # ten years
 
 
 def _connection(pk: int) -> Connection:
@@ -79,7 +84,10 @@ class TriggerDetailView(APIView):
 class BulkStartSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=BulkJob.Kind.choices)
     trigger = serializers.IntegerField(
-        required=False, help_text="Bulk Exalate: the trigger whose matches to sync."
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,  # a row id; larger numbers overflowed the database driver
+        help_text="Bulk Exalate: the trigger whose matches to sync.",
     )
     keys = serializers.ListField(
         child=serializers.CharField(max_length=200), required=False, max_length=bulk.MAX_ITEMS
@@ -171,7 +179,11 @@ class ReconcileView(APIView):
 
     @extend_schema(request=None, responses={200: ReconciliationSerializer})
     def post(self, request: Request, pk: int) -> Response:
-        report = reconcile.reconcile(connection=_connection(pk))
+        connection = _connection(pk)
+        try:
+            report = reconcile.reconcile(connection=connection)
+        except TRACKER_FAILURES as exc:
+            raise tracker_failed(connection.local_instance, exc)
         return Response(ReconciliationSerializer(report).data)
 
 
@@ -210,8 +222,12 @@ class TwinListView(ListAPIView):
         pk = _connection(self.kwargs["pk"]).pk
         stuck = self.request.query_params.get("stuck_minutes")
         if stuck is not None:
-            if not stuck.isdigit():
-                raise ValidationError({"stuck_minutes": ["Give a whole number of minutes."]})
+            # ASCII digits only ("²".isdigit() is true, int() refuses it), and at most ten years: a larger
+            # number overflowed the date arithmetic.
+            if not re.fullmatch(r"[0-9]{1,9}", stuck) or int(stuck) > MAX_STUCK_MINUTES:
+                raise ValidationError(
+                    {"stuck_minutes": [f"Give a whole number of minutes from 0 to {MAX_STUCK_MINUTES}."]}
+                )
             qs = selectors.twins_stuck(connection_id=pk, minutes=int(stuck))
         else:
             qs = selectors.twins_under_sync(connection_id=pk)

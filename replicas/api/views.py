@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from exalate_node.api import TRACKER_FAILURES, tracker_failed
 from instances.models import Instance
 from replicas import pipeline
 from replicas.models import SyncError, SyncEvent
@@ -114,4 +115,7 @@ class EntitySyncStatusView(APIView):
     @extend_schema(responses={200: dict})
     def get(self, request: Request, instance_id: int, key: str) -> Response:
         instance = get_object_or_404(Instance, pk=instance_id)
-        return Response(sync_status(instance=instance, key=key))
+        try:
+            return Response(sync_status(instance=instance, key=key))
+        except TRACKER_FAILURES as exc:  # looking the item up in the tracker failed
+            raise tracker_failed(instance, exc)

@@ -44,5 +44,8 @@ def validate_replica(payload: Any) -> dict[str, Any]:
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ReplicaInvalid(f"Invalid replica at {where}: {err.message[:300]}")
+        message = err.message[:300]
+        if err.validator == "pattern" and isinstance(err.schema, dict) and err.schema.get("description"):
+            message = f"{str(err.instance)[:100]!r} is not {err.schema['description']}"  # not the regex
+        raise ReplicaInvalid(f"Invalid replica at {where}: {message}")
     return payload

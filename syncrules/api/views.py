@@ -105,6 +105,8 @@ class RulesDryRunView(APIView):
 
     @extend_schema(request=DryRunSerializer, responses={200: dict})
     def post(self, request: Request, pk: int) -> Response:
+        from exalate_node.api import TRACKER_FAILURES, tracker_failed
+        from exalate_node.text import unencodable_message, unencodable_path
         from replicas.pipeline import OperationError
         from syncrules.engine import ScriptError
 
@@ -131,4 +133,12 @@ class RulesDryRunView(APIView):
             )
         except OperationError as exc:
             raise ValidationError({"key": [str(exc)]})
+        except TRACKER_FAILURES as exc:  # the tracker refused, failed or answered something unreadable
+            raise tracker_failed(connection.local_instance, exc)
+        where = unencodable_path(result)
+        if where is not None:  # e.g. chr(55296): the answer could not even be encoded
+            return Response(
+                {"detail": unencodable_message(where, "The script's result"), "code": "script_error"},
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
         return Response(result)

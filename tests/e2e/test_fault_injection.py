@@ -164,7 +164,12 @@ class Chaos:
         """With ``name``'s storage gone, send it an attachment from the other side and wait until the node
         shows the failure as an error an admin can see (or give up after 20 s and count that)."""
         other = next(n for n in self.nodes if n != name)
+        deadline = time.monotonic() + 5
+        while not self.web_up(other) and time.monotonic() < deadline:  # a web restart is due in 1-3 s
+            self.restore(keep_media=True)
+            time.sleep(0.2)
         if not self.web_up(other) or self.media[other].active or not self.items:
+            self.outcomes["storage_error_not_tried"] += 1
             return
         errors_before = self.open_errors(name) or set()
         self.serial += 1
@@ -376,6 +381,7 @@ def test_no_lost_and_no_duplicated_data_under_faults(pair, proxies, tmp_path: Pa
     started = time.monotonic()
     rng = random.Random(SEED)
     report: dict[str, Any] = {"seed": SEED, "edits_planned": EDITS}
+    network_before = {n: sum(p.counts[k] for k in FaultProxy.KINDS) for n, p in proxies.items()}
     with capsys.disabled():
         print(f"\nfault injection seed: {SEED} (FAULT_SEED={SEED} to reproduce)", flush=True)
     nodes = pair
@@ -502,6 +508,17 @@ def test_no_lost_and_no_duplicated_data_under_faults(pair, proxies, tmp_path: Pa
     with capsys.disabled():
         print(f"\nfault injection summary ({out}):\n{json.dumps(report, indent=2)}", flush=True)
 
+    # Each kind of fault must actually have happened, or the run proved nothing about it.
+    never = [k for k in ("worker_sigkill", "web_restart", "network", "media_outage") if not chaos.faults[k]]
+    assert not never, f"seed {SEED}: never injected: {never}"
+    network = {n: sum(p.counts[k] for k in FaultProxy.KINDS) - network_before[n] for n, p in proxies.items()}
+    assert sum(network.values()) > 0, f"seed {SEED}: the network fault windows hit no request: {network}"
+    # A storage outage took effect: an incoming file failed visibly, or an upload was refused.
+    took_effect = {
+        k: n for k, n in chaos.outcomes.items() if k.startswith(("storage_error_visible", "upload_refused"))
+    }
+    assert took_effect, f"seed {SEED}: no storage outage had a visible effect: {dict(chaos.outcomes)}"
+
 
 class Diverged(AssertionError):
     """The two sides settled on different values."""
@@ -517,6 +534,7 @@ def test_a_concurrent_edit_of_one_field_converges_on_the_later_edit(pair, proxie
     copy = wait_for("the item on B", lambda: [i for i in b.issues() if i["summary"] == "Conflict"])
     key_b = copy[0]["key"]
     # Both directions fail: every edit below waits in its node's outbox.
+    failed_before = {n: p.counts["http_500"] for n, p in proxies.items()}
     for proxy in proxies.values():
         proxy.kinds, proxy.rate = ("http_500",), 1.0
 
@@ -551,6 +569,9 @@ def test_a_concurrent_edit_of_one_field_converges_on_the_later_edit(pair, proxie
         states = [node.shell(SETTLED) for node in (a, b)]
         return all(s["undelivered"] == 0 and not s["twins_not_synchronized"] for s in states)
 
+    # The deliveries did meet the failing network (else the order of healing below was not tested).
+    failed = {n: p.counts["http_500"] - failed_before[n] for n, p in proxies.items()}
+    assert all(n > 0 for n in failed.values()), f"a direction never met the failing network: {failed}"
     wait_for("both nodes to settle", settled, timeout=150)  # a killed worker's delivery lease: 90 s
     final_a = ok(api(a, "GET", f"/tracker/issues/{key_a}/"))["priority"]
     final_b = ok(api(b, "GET", f"/tracker/issues/{key_b}/"))["priority"]
