@@ -55,6 +55,9 @@ class Instance(models.Model):
     poll_cursor = models.CharField(max_length=200, blank=True, help_text="Where the last poll stopped.")
     polled_at = models.DateTimeField(null=True, blank=True)
     poll_lease_until = models.DateTimeField(null=True, blank=True)
+    poll_active_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last activity: a poll found changes, or the node wrote to it."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
