@@ -141,3 +141,26 @@ def test_runnode_refuses_a_port_in_use_and_names_another() -> None:
         port = busy.getsockname()[1]
         with pytest.raises(CommandError, match=f"--addr 127.0.0.1:{port + 1}"):
             call_command("runnode", "--addr", f"127.0.0.1:{port}")
+
+
+def test_each_child_gets_its_own_environment(tmp_path: Path) -> None:
+    """runnode gives the web server DB_CONN_MAX_AGE=0 and the worker runnode's own environment
+    (tests/test_settings.py::test_runnode_starts_the_web_server_without_persistent_connections)."""
+    out = tmp_path / "env"
+    code = f"import os; open({str(out)!r}, 'w').write(os.environ.get('DB_CONN_MAX_AGE', 'unset'))"
+    child = Child(
+        "web server",
+        [PY, "-c", code + "; import time; time.sleep(60)"],
+        env={**os.environ, "DB_CONN_MAX_AGE": "0"},
+    )
+    supervisor = Supervisor([child], log=lambda line: None, tick=0.02)
+    thread = threading.Thread(target=supervisor.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert out.read_text() == "0"
+    finally:
+        supervisor.stop()
+        thread.join(timeout=20)
