@@ -29,15 +29,17 @@ demo-network: $(STAMP)
 	$(BIN)/python scripts/demo_network.py
 
 ## Benchmarks (not part of the tests): the script engine; API requests and queries per synced change for each
-## connector double (and a real Redmine if one answers); then on SQLite, and on PostgreSQL + Redis when both
-## answer on 127.0.0.1: the pipeline (local connection, with 1/2/4 workers), two nodes over loopback HTTP, and
-## a Bulk Exalate with single edits during it. Override e.g. BENCH_BULK_ARGS="--items 10000" (issue #10).
+## connector double (and a real Redmine if one answers); polling's requests per hour per tracker; then on
+## SQLite, and on PostgreSQL + Redis when both answer on 127.0.0.1: the pipeline (local connection, with
+## 1/2/4 workers), two nodes over loopback HTTP, and a Bulk Exalate with single edits during it. Override
+## e.g. BENCH_BULK_ARGS="--items 10000" (issue #10).
 BENCH_ARGS ?= --scaling 1,2,4
 BENCH_NET_ARGS ?=
 BENCH_BULK_ARGS ?= --items 2000
 bench: $(STAMP)
 	$(BIN)/python bench/bench_rules.py
 	$(BIN)/python bench/bench_connectors.py
+	$(BIN)/python bench/bench_polling.py
 	$(BIN)/python bench/bench_pipeline.py --db sqlite $(BENCH_ARGS)
 	$(BIN)/python bench/bench_network.py --db sqlite $(BENCH_NET_ARGS)
 	$(BIN)/python bench/bench_bulk.py --db sqlite $(BENCH_BULK_ARGS)

@@ -379,7 +379,9 @@ def find_redmine(stack: ExitStack, start: bool) -> tuple[str, str] | str:
     if not Path("/usr/share/redmine/config/routes.rb").exists():
         return "Redmine is not installed (bash tests/e2e/redmine.sh install)"
     port = _free_port()
-    env = {**os.environ, "REDMINE_PORT": str(port), "REDMINE_API_KEY": key}
+    state = tempfile.mkdtemp(prefix="redmine-bench-")  # this run's own copy of Redmine's database
+    stack.callback(shutil.rmtree, state, ignore_errors=True)
+    env = {**os.environ, "REDMINE_PORT": str(port), "REDMINE_API_KEY": key, "REDMINE_STATE_DIR": state}
     env.pop("DATABASE_URL", None)
     started = subprocess.run(
         ["bash", str(REDMINE_SCRIPT), "start"],

@@ -174,6 +174,13 @@ POLL_LEASE_SECONDS: int = env.int("POLL_LEASE_SECONDS", default=30)
 # up on an event.
 OUTAGE_AFTER_FAILURES: int = env.int("OUTAGE_AFTER_FAILURES", default=3)
 OUTAGE_MAX_BACKOFF_SECONDS: int = env.int("OUTAGE_MAX_BACKOFF_SECONDS", default=300)
+# Polling cadence (instances/polling.py, poll_plan): trackers without webhooks every POLL_INTERVAL_S when
+# idle and every POLL_BUSY_INTERVAL_S for POLL_BUSY_WINDOW_S after activity; trackers with webhooks set up
+# every POLL_BACKSTOP_INTERVAL_S. An instance's settings poll_interval_s / poll_busy_interval_s override.
+POLL_INTERVAL_S: float = env.float("POLL_INTERVAL_S", default=10.0)
+POLL_BUSY_INTERVAL_S: float = env.float("POLL_BUSY_INTERVAL_S", default=2.0)
+POLL_BUSY_WINDOW_S: float = env.float("POLL_BUSY_WINDOW_S", default=60.0)
+POLL_BACKSTOP_INTERVAL_S: float = env.float("POLL_BACKSTOP_INTERVAL_S", default=60.0)
 # Run pipeline tasks in the calling process (unit tests, demos without a worker).
 TASKS_INLINE: bool = env.bool("TASKS_INLINE", default=False)
 

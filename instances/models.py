@@ -61,6 +61,9 @@ class Instance(models.Model):
     unreachable_since = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     next_try_at = models.DateTimeField(null=True, blank=True)
+    poll_active_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last activity: a poll found changes, or the node wrote to it."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

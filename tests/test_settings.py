@@ -117,29 +117,13 @@ def test_the_web_process_of_runnode_keeps_no_persistent_postgres_connection(tmp_
 
 
 def test_runnode_starts_the_web_server_without_persistent_connections(monkeypatch):
-    from io import StringIO
-
-    from django.core.management import call_command
-
     from exalate_node.management.commands import runnode
 
-    started: dict[str, dict] = {}
-
-    class Exited:
-        returncode = 0
-
-        def __init__(self, args: list[str], env: dict | None = None) -> None:
-            started[args[2]] = env or dict(os.environ)
-
-        def poll(self) -> int:
-            return 0
-
-        def wait(self, timeout: float) -> int:
-            return 0
-
     monkeypatch.delenv("DB_CONN_MAX_AGE", raising=False)
-    monkeypatch.setattr(runnode.subprocess, "Popen", Exited)
-    monkeypatch.setattr(runnode.signal, "signal", lambda *args: None)  # keep pytest's own handlers
-    call_command("runnode", stdout=StringIO(), stderr=StringIO())
+    # The commands and environments runnode's supervisor starts (exalate_node/supervisor.py passes both to
+    # Popen as they are; None: the worker inherits runnode's environment).
+    started = {
+        child.argv[2]: child.env or dict(os.environ) for child in runnode.children("127.0.0.1:0", worker=True)
+    }
     assert started["runserver"]["DB_CONN_MAX_AGE"] == "0"
     assert "DB_CONN_MAX_AGE" not in started["qcluster"]

@@ -78,6 +78,11 @@ class InstanceSerializer(serializers.ModelSerializer):
         # A form field "settings=null" is parsed as JSON and would reach the NOT NULL column (500).
         if not isinstance(value, dict):
             raise serializers.ValidationError("Settings must be a JSON object.")
+        from instances.polling import POLL_SETTINGS, poll_setting_problem
+
+        for key in POLL_SETTINGS:
+            if value.get(key) is not None and (problem := poll_setting_problem(key, value[key])):
+                raise serializers.ValidationError(problem)
         return value
 
     def validate_credentials(self, value: object) -> str:

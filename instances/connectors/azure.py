@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -92,6 +93,39 @@ HINTS = {
 
 _seen = common.SeenWindow()
 _own = common.OwnWrites()
+
+
+class _Returned:
+    """The work items polls returned, per account: id -> (revision, changed date). The next poll's WIQL
+    leaves out those still at that revision; forgotten once behind the overlap window. At most ``cap`` are
+    left out (the newest), so the query stays far below WIQL's 32,000 characters; the others are read and
+    de-duplicated as before."""
+
+    def __init__(self, cap: int = 200) -> None:
+        self._items: dict[str, dict[int, tuple[int, datetime]]] = {}
+        self._lock = threading.Lock()
+        self.cap = cap
+
+    def remember(self, account: str, raw: Mapping[str, Any], changed: datetime) -> None:
+        rev = raw.get("rev")
+        if not isinstance(rev, int) or isinstance(rev, bool):
+            return  # no revision to match on: the item is simply read again next time
+        with self._lock:
+            self._items.setdefault(account, {})[int(raw["id"])] = (rev, changed)
+
+    def known(self, account: str) -> list[tuple[int, int]]:
+        with self._lock:
+            items = sorted(self._items.get(account, {}).items(), key=lambda kv: kv[1][1], reverse=True)
+        return sorted((wid, rev) for wid, (rev, _) in items[: self.cap])
+
+    def forget_before(self, account: str, floor: datetime) -> None:
+        with self._lock:
+            items = self._items.get(account, {})
+            for wid in [w for w, (_, changed) in items.items() if changed < floor]:
+                del items[wid]
+
+
+_returned = _Returned()
 _deliveries = common.ReplayGuard()
 _GUID_RE = re.compile(r"/attachments/([0-9a-fA-F-]{36})")
 
@@ -311,12 +345,24 @@ class AzureDevOpsConnector(Connector):
     ) -> tuple[list[ItemRef], str | None]:
         """Work items changed at or after ``cursor`` minus an overlap window, oldest first, each change once.
 
-        WIQL gives ids in ``System.ChangedDate`` order; their changed dates come from one batch read.
-        The next cursor is the newest changed date returned.
+        WIQL gives ids in ``System.ChangedDate`` order; their changed dates come from one batch read. WIQL
+        returns ids only, so the query itself leaves out the work items a poll already returned at their
+        current revision (``[System.Id] = N AND [System.Rev] = R``, ``_returned``): a poll that finds nothing
+        is the WIQL request alone, though the window behind the cursor always holds the latest items (it
+        used to batch-read their dates on every poll: two requests). The next cursor is the newest changed
+        date returned.
         """
         since = common.iso(common.parse_ts(cursor) - OVERLAP) if cursor else "1970-01-01T00:00:00Z"
-        # ``since`` is a timestamp this code formatted (never user text), so building WIQL from it is safe.
+        # ``since`` is a timestamp this code formatted and the ids and revisions are integers (never user
+        # text), so building WIQL from them is safe.
         where = f"[System.TeamProject] = @project AND [System.ChangedDate] >= '{since}'"
+        known = _returned.known(self.account)
+        if known:
+            where += (
+                " AND NOT ("
+                + " OR ".join(f"([System.Id] = {wid} AND [System.Rev] = {rev})" for wid, rev in known)
+                + ")"
+            )
         wiql = f"SELECT [System.Id] FROM WorkItems WHERE {where} ORDER BY [System.ChangedDate], [System.Id]"  # noqa: S608
         # Ask for more than ``limit``: what the overlap window already returned is skipped below.
         result = self.http.send_json(
@@ -339,6 +385,7 @@ class AzureDevOpsConnector(Connector):
                 if not _seen.fresh(self.account, str(raw["id"]), changed, self.http):
                     continue
                 refs.append(self.ref(raw))
+                _returned.remember(self.account, raw, common.parse_ts(changed))
                 if not newest or common.parse_ts(changed) > common.parse_ts(newest):
                     newest = changed
                 if len(refs) >= limit:
@@ -347,6 +394,7 @@ class AzureDevOpsConnector(Connector):
                 break
         if newest:
             _seen.forget_before(self.account, common.parse_ts(newest) - 2 * OVERLAP)
+            _returned.forget_before(self.account, common.parse_ts(newest) - 2 * OVERLAP)
         return refs, newest
 
     def find_created(self, fields: Mapping[str, Any], *, since: datetime) -> list[ItemRef]:

@@ -10,6 +10,7 @@ Items cross this interface in the replica's shape (a *hubIssue* dict): ``id``, `
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -53,6 +54,8 @@ class Connector(ABC):
 
     tracker_type: ClassVar[str]
     registry: ClassVar[dict[str, type[Connector]]] = {}
+    # The shortest time between two polls the tracker tolerates (instances.polling.poll_plan keeps to it).
+    min_poll_interval_s: ClassVar[float] = 0.0
 
     def __init__(self, instance: Instance, *, actor: str = NODE_ACTOR_PREFIX) -> None:
         self.instance = instance
@@ -155,8 +158,37 @@ class Connector(ABC):
         return "ok"
 
 
+# The writes the pipeline makes through a connector: each one tells polling that the tracker is active.
+WRITE_METHODS = (
+    "create_item",
+    "update_item",
+    "add_comment",
+    "update_comment",
+    "delete_comment",
+    "add_attachment",
+    "delete_attachment",
+)
+
+
+def _noting_activity(method: Any) -> Any:
+    @functools.wraps(method)
+    def write(self: Connector, *args: Any, **kwargs: Any) -> Any:
+        result = method(self, *args, **kwargs)
+        from instances.polling import note_activity
+
+        note_activity(self.instance)  # a person often answers the node's change soon: poll faster a while
+        return result
+
+    write.notes_activity = True  # type: ignore[attr-defined]
+    return write
+
+
 def register(cls: type[Connector]) -> type[Connector]:
     Connector.registry[cls.tracker_type] = cls
+    for name in WRITE_METHODS:
+        method = getattr(cls, name, None)
+        if callable(method) and not getattr(method, "notes_activity", False):
+            setattr(cls, name, _noting_activity(method))
     return cls
 
 

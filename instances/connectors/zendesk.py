@@ -119,6 +119,9 @@ class ZendeskConnector(Connector):
     """A Zendesk Support account's tickets. Item ids are ticket ids; comment and attachment ids likewise."""
 
     tracker_type = "zendesk"
+    # The incremental export (the poll) takes 10 requests a minute per account (Zendesk's rate limits for
+    # the Incremental Exports API): never poll faster than every 6 s, busy or not.
+    min_poll_interval_s = 6.0
 
     _http: HttpClient | None = None
 

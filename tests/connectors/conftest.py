@@ -10,8 +10,10 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -142,16 +144,26 @@ def redmine() -> Iterator[RedmineServer]:
     if not redmine_installed():
         pytest.skip("Redmine is not installed: run `bash tests/e2e/redmine.sh install` (CI installs it)")
     port = _free_port()
-    env = {**os.environ, "REDMINE_PORT": str(port), "REDMINE_API_KEY": DEFAULT_API_KEY}
+    # A state folder of this run's own: its own copy of Redmine's database (another run, or a person's
+    # Redmine, on the same machine never shares it) and its own attachments.
+    state = tempfile.mkdtemp(prefix="redmine-test-")
+    env = {
+        **os.environ,
+        "REDMINE_PORT": str(port),
+        "REDMINE_API_KEY": DEFAULT_API_KEY,
+        "REDMINE_STATE_DIR": state,
+    }
     started = subprocess.run(
         ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=300, check=False
     )
     if started.returncode != 0:
+        shutil.rmtree(state, ignore_errors=True)
         pytest.fail(f"Redmine did not start:\n{started.stdout}\n{started.stderr}")
     try:
         yield RedmineServer(f"http://127.0.0.1:{port}", DEFAULT_API_KEY)
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60, check=False)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -245,6 +245,35 @@ def test_search_updated_since_in_order_with_advancing_cursor(redmine_instance: A
     redmine.call("DELETE", f"projects/{identifier}.json")
 
 
+def test_a_poll_that_finds_nothing_costs_one_request(redmine_instance: Any, redmine: Any) -> None:
+    """Polling runs every few seconds: an idle poll is one request, the overlap window notwithstanding
+    (issue #18; the other trackers: tests/instances/test_poll_cost.py)."""
+    from instances.connectors import http
+
+    identifier = f"i-{uuid.uuid4().hex[:10]}"
+    redmine.call(
+        "POST",
+        "projects.json",
+        json={"project": {"name": identifier, "identifier": identifier, "tracker_ids": [1]}},
+    )
+    redmine_instance.settings = {"project": identifier}
+    rm = get_connector(redmine_instance)
+    rm.create_item({"summary": "polled"})
+    time.sleep(SETTLE)
+    refs, cursor = rm.search_updated_since(None)
+    assert len(refs) == 1
+
+    def cost() -> tuple[int, int]:
+        before = sum(http.process_requests.values())
+        found, _ = rm.search_updated_since(cursor)
+        return len(found), sum(http.process_requests.values()) - before
+
+    for _ in range(3):
+        assert cost() == (0, 1)
+        time.sleep(0.5)
+    redmine.call("DELETE", f"projects/{identifier}.json")
+
+
 def test_metadata(rm: RedmineConnector) -> None:
     meta = rm.metadata()
     assert meta["statuses"] == ["New", "In Progress", "Resolved", "Feedback", "Closed", "Rejected"]
