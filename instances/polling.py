@@ -32,6 +32,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from instances import health
 from instances.connectors import ConnectorError, get_connector
 from instances.connectors.base import NODE_ACTOR_PREFIX, Connector, load_connectors
 from instances.models import Instance
@@ -63,6 +64,9 @@ def poll_plan(instance: Instance, now: datetime) -> PollPlan:
     next_at = now if instance.polled_at is None else instance.polled_at + timedelta(seconds=interval)
     if instance.poll_lease_until is not None and instance.poll_lease_until > now:
         return PollPlan(False, max(next_at, instance.poll_lease_until), interval, "running")
+    if instance.unreachable_since is not None and instance.next_try_at is not None:
+        # Unreachable: its polls wait for the next try of the tracker (instances/health.py), not the cadence.
+        return PollPlan(instance.next_try_at <= now, instance.next_try_at, interval, "unreachable")
     # A little slack, so a 2 s cadence checked by a 2 s sweep is not stretched to 4 s by the moment that
     # separates the claim (polled_at) from this check.
     slack = timedelta(seconds=min(1.0, interval / 10))
@@ -156,7 +160,7 @@ def note_activity(instance: Instance) -> None:
 def poll_instance(instance_id: int, *, now: datetime | None = None) -> int:
     """Poll one instance now; returns the number of changed items recorded. ``now`` is for simulations
     (bench/bench_polling.py): the times the poll records."""
-    from replicas.outbox import record_item_change
+    from replicas.outbox import record_item_change, resume_instance
 
     # A lease, so two workers do not poll one instance at once. It is short and renewed before each page:
     # a worker killed while polling holds the instance for at most POLL_LEASE_SECONDS, not until some
@@ -174,6 +178,8 @@ def poll_instance(instance_id: int, *, now: datetime | None = None) -> int:
     recorded = 0
     try:
         instance = Instance.objects.get(pk=instance_id)
+        if not health.claim_probe(instance):
+            return 0  # unreachable, and another poll or sync is trying it right now
         connector = get_connector(instance)
         cursor = instance.poll_cursor or None
         first = True
@@ -195,8 +201,12 @@ def poll_instance(instance_id: int, *, now: datetime | None = None) -> int:
             if len(refs) < 100 or next_cursor == cursor:
                 break
             cursor = next_cursor
+        if health.instance_answered(instance):
+            resume_instance(instance)  # it answers again: what waited for it goes now
     except ConnectorError as exc:
         logger.warning("Polling %s failed: %s", instance_id, exc.message)
+        if exc.retryable:
+            health.instance_failed(instance_id, exc.message)
     finally:
         Instance.objects.filter(pk=instance_id).update(poll_lease_until=None)
     return recorded

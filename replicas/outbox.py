@@ -8,3 +8,10 @@ def record_item_change(*, instance_id: int, item_id: str, item_key: str, actor: 
     from replicas import pipeline
 
     pipeline.on_item_changed(instance_id=instance_id, item_id=item_id, item_key=item_key, actor=actor)
+
+
+def resume_instance(instance: object) -> None:
+    """A tracker marked unreachable answered again (a poll found it back): its waiting work goes now."""
+    from replicas import pipeline
+
+    pipeline.resume_instance(instance)

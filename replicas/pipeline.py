@@ -602,7 +602,7 @@ def _drain(twin_id: int, token: str) -> None:
                 return
         db_retries = 0
         if health.instance_answered(instance):
-            _resume(instance)
+            resume_instance(instance)
         _settle_state(twin.pk)
 
 
@@ -1568,7 +1568,7 @@ def _wait_for(instance: Any, twin: Twin) -> None:
     Twin.objects.filter(pk=twin.pk, state=Twin.State.IN_PROGRESS).update(state=Twin.State.QUEUED)
 
 
-def _resume(instance: Any) -> None:
+def resume_instance(instance: Any) -> None:
     """An unreachable tracker answered again: everything that waited for it goes now."""
     waiting = SyncEvent.objects.filter(
         connection__local_instance=instance, status=Status.PENDING, not_before__isnull=False

@@ -163,3 +163,42 @@ def test_a_worker_renews_the_lease_of_a_long_event_and_a_dead_one_loses_it_in_se
     assert taken is not None, "the dead worker's lease did not run out"
     pipeline._release(twin.pk, taken)
     assert token
+
+
+def test_a_poll_that_fails_counts_towards_the_outage_and_one_that_answers_resumes_the_work(
+    local_pair, monkeypatch
+):
+    from instances import polling
+
+    a, b = local_pair
+    instance = b.instance
+    Instance.objects.filter(pk=instance.pk).update(tracker_type="redmine", url="http://redmine.invalid")
+
+    class Tracker:
+        down = True
+        polls = 0
+
+        def search_updated_since(self, cursor, *, limit=100):  # type: ignore[no-untyped-def]
+            Tracker.polls += 1
+            if Tracker.down:
+                raise ConnectorError("Connection refused", retryable=True)
+            return [], cursor
+
+    monkeypatch.setattr(polling, "get_connector", lambda inst: Tracker())
+    for _ in range(3):
+        polling.poll_instance(instance.pk)
+        Instance.objects.filter(pk=instance.pk).update(next_try_at=timezone.now() - timedelta(seconds=1))
+    inst = Instance.objects.get(pk=instance.pk)
+    assert inst.unreachable_since is not None and "Connection refused" in inst.last_error
+    # While its next try is not due, no poll is due either (no request).
+    Instance.objects.filter(pk=instance.pk).update(next_try_at=timezone.now() + timedelta(minutes=1))
+    inst.refresh_from_db()
+    assert not polling.poll_plan(inst, timezone.now()).due
+    before = Tracker.polls
+    polling.poll_instance(instance.pk)
+    assert Tracker.polls == before  # a poll asked for anyway does not call it before its next try
+    Tracker.down = False
+    Instance.objects.filter(pk=instance.pk).update(next_try_at=timezone.now() - timedelta(seconds=1))
+    polling.poll_instance(instance.pk)
+    inst.refresh_from_db()
+    assert (inst.unreachable_since, inst.failures) == (None, 0)
