@@ -10,10 +10,13 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from exalate_node.redaction import redact, redact_data
+
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error is ``{"detail": <what went wrong and what to do>, "code": <machine code>}``;
-    validation errors add ``"fields"`` with the per-field messages."""
+    validation errors add ``"fields"`` with the per-field messages. The node's secret values are redacted
+    from it (``exalate_node.redaction``)."""
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
@@ -29,7 +32,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         first = next(iter(fields.items()), ("", [""]))
         message = first[1][0] if isinstance(first[1], list) and first[1] else str(first[1])
         where = "" if first[0] in ("non_field_errors", "detail") else f"{first[0]}: "
-        response.data = {"detail": f"{where}{message}", "code": "invalid", "fields": fields}
+        response.data = redact_data({"detail": f"{where}{message}", "code": "invalid", "fields": fields})
         response.status_code = status.HTTP_400_BAD_REQUEST
         return response
     detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
@@ -40,7 +43,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             f"Not found: nothing{where} (check the id: list the objects to find it).", code="not_found"
         )
     code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
-    response.data = {"detail": str(detail), "code": str(code)}
+    response.data = {"detail": redact(str(detail)), "code": str(code)}  # it may quote a tracker or a peer
     return response
 
 

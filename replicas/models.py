@@ -10,6 +10,8 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from exalate_node.fields import RedactedTextField
+
 
 class Twin(models.Model):
     """A local item paired with its remote item on one connection (Exalate's *entity link*).
@@ -129,7 +131,7 @@ class SyncEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     not_before = models.DateTimeField(null=True, blank=True, help_text="Retry not before (backoff).")
     delivered = models.BooleanField(default=False, help_text="Outgoing: the peer has stored it.")
-    error = models.TextField(blank=True, default="")
+    error = RedactedTextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     processed_at = models.DateTimeField(null=True, blank=True)
@@ -164,8 +166,8 @@ class SyncError(models.Model):
     event = models.ForeignKey(
         SyncEvent, on_delete=models.CASCADE, null=True, blank=True, related_name="errors"
     )
-    message = models.TextField()
-    details = models.TextField(blank=True, default="")
+    message = RedactedTextField()
+    details = RedactedTextField(blank=True, default="")
     script_line = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
@@ -229,7 +231,7 @@ class BulkJob(models.Model):
     position = models.PositiveIntegerField(default=0, help_text="Items finished (the resume point).")
     total = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list)
-    message = models.TextField(blank=True, default="")
+    message = RedactedTextField(blank=True, default="")
     created_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
