@@ -68,6 +68,23 @@ class Instance(models.Model):
     def is_local(self) -> bool:
         return self.kind == self.Kind.LOCAL
 
+    def clean(self) -> None:
+        """The node only calls http(s) URLs (a URLField also takes ftp://): forms refuse the others."""
+        from django.core.exceptions import ValidationError
+
+        from exalate_node.outbound import RefusedDestination, check_url
+
+        errors = {}
+        for name in ("url", "node_url"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    check_url(value, what=f"The {name.replace('_', ' ')}")
+                except RefusedDestination as exc:
+                    errors[name] = str(exc)
+        if errors:
+            raise ValidationError(errors)
+
 
 # --- The built-in tracker ---------------------------------------------------------------------------------
 

@@ -6,7 +6,18 @@ import json
 
 from rest_framework import serializers
 
+from exalate_node.outbound import RefusedDestination, check_url
 from instances.models import Attachment, Comment, Instance, Issue, Project
+
+
+def http_url(value: str, name: str) -> str:
+    """The node only calls http(s) URLs (a URLField also takes ftp://); an empty value stays allowed."""
+    if value:
+        try:
+            check_url(value, what=f"The {name}")
+        except RefusedDestination as exc:
+            raise serializers.ValidationError(str(exc))
+    return value
 
 
 class InstanceSerializer(serializers.ModelSerializer):
@@ -36,6 +47,12 @@ class InstanceSerializer(serializers.ModelSerializer):
 
     def get_has_credentials(self, obj: Instance) -> bool:
         return bool(obj.credentials)
+
+    def validate_url(self, value: str) -> str:
+        return http_url(value, "url")
+
+    def validate_node_url(self, value: str) -> str:
+        return http_url(value, "node_url")
 
     def validate_settings(self, value: object) -> dict:
         # A form field "settings=null" is parsed as JSON and would reach the NOT NULL column (500).
