@@ -168,7 +168,9 @@ def _url(data: dict[str, Any], name: str, *, node: bool = False) -> str:
         except outbound.RefusedDestination as exc:
             raise HandshakeError("bad_request", str(exc))
         if node and (parts.query or parts.fragment):
-            raise HandshakeError("bad_request", f"'{name}' must not have a query or fragment.")
+            raise HandshakeError(
+                "bad_request", f"'{name}' must be http(s)://host[:port][/path], without a query."
+            )
     return value
 
 

@@ -9,6 +9,7 @@ redirects, and checks that the request ends by its deadline, that the server was
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import tracemalloc
@@ -155,6 +156,26 @@ def test_tracker_text_that_is_not_valid_unicode_is_refused_naming_the_tracker(li
         error
     )
     assert "$.issue.subject" in str(error) and "Correct it in Redmine" in str(error)
+
+
+@pytest.mark.parametrize(
+    "text, too_deep",
+    [
+        ("[" * 64 + "]" * 64, False),
+        ("[" * 65 + "]" * 65, True),
+        ('{"a":' * 40 + "[" * 24 + "1" + "]" * 24 + "}" * 40, False),
+        ('{"a":' * 40 + "[" * 25 + "1" + "]" * 25 + "}" * 40, True),
+        (json.dumps([{"id": i, "f": [{"v": [i]}]} for i in range(500)]), False),
+    ],
+)
+def test_answers_may_nest_64_levels_and_not_one_more(text, too_deep):
+    from exalate_node.outbound import BadAnswer, parse_json
+
+    if too_deep:
+        with pytest.raises(BadAnswer):
+            parse_json(text.encode())
+    else:
+        assert parse_json(text.encode()) == json.loads(text)
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://tracker.example.com/", "gopher://x/"])
