@@ -129,7 +129,8 @@ def http_request(
             if budget.expired:
                 raise outbound.DeadlinePassed(
                     f"The other node at {_origin(url)} did not answer within {budget.describe()} "
-                    "(OUTBOUND_PEER_DEADLINE)"
+                    "(OUTBOUND_PEER_DEADLINE)",
+                    within=budget.describe(),
                 ) from exc
             raise
     return response
@@ -144,7 +145,7 @@ def describe_network_error(url: str, exc: Exception) -> str:
     """A sentence for an admin: which URL, what happened, what to do."""
     text = str(exc).lower()
     if isinstance(exc, outbound.DeadlinePassed):
-        what = f"no complete answer within {outbound.peer_deadline():.0f} s"
+        what = f"no complete answer within {exc.within or 'the deadline'}"
     elif isinstance(exc, requests.Timeout):
         what = "timed out"
     elif "refused" in text:

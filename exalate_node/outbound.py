@@ -107,9 +107,14 @@ class RefusedDestination(OutboundError):
 
 
 class DeadlinePassed(OutboundError):
-    """The other end did not finish within the deadline (a slow or trickling answer)."""
+    """The other end did not finish within the deadline (a slow or trickling answer); ``within`` says
+    how long it had ("30 s")."""
 
     retryable = True
+
+    def __init__(self, message: str, *, within: str = "") -> None:
+        super().__init__(message)
+        self.within = within
 
 
 class AnswerTooLarge(OutboundError):
@@ -174,7 +179,7 @@ def deadline(budget: Budget) -> Iterator[Budget]:
 def check_budget(budget: Budget | None, what: str) -> None:
     """Raise ``DeadlinePassed`` when ``budget`` ran out (between chunks, for transports without sockets)."""
     if budget is not None and budget.expired:
-        raise DeadlinePassed(f"{what} did not finish within {budget.describe()}")
+        raise DeadlinePassed(f"{what} did not finish within {budget.describe()}", within=budget.describe())
 
 
 # --- destinations -------------------------------------------------------------------------------------------
