@@ -7,6 +7,7 @@ start without them.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import socket
 from collections.abc import Callable
@@ -173,6 +174,14 @@ OUTBOUND_MAX_ANSWER_BYTES: int = env.int("OUTBOUND_MAX_ANSWER_BYTES", default=32
 # OUTBOUND_ALLOWED_NETWORKS (CIDRs, comma-separated) stay reachable.
 OUTBOUND_REFUSE_PRIVATE_ADDRESSES: bool = env.bool("OUTBOUND_REFUSE_PRIVATE_ADDRESSES", default=False)
 OUTBOUND_ALLOWED_NETWORKS: list[str] = [n for n in env.list("OUTBOUND_ALLOWED_NETWORKS", default=[]) if n]
+for _network in OUTBOUND_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"OUTBOUND_ALLOWED_NETWORKS holds {_network!r}, which is not a network. Write networks as CIDRs, "
+            "comma-separated, e.g. 10.1.2.0/24,fd00::/8."
+        ) from None
 
 # How long a worker may hold a twin before another may take it over (a crashed worker's work resumes then).
 PIPELINE_LEASE_SECONDS: int = env.int("PIPELINE_LEASE_SECONDS", default=60)

@@ -496,3 +496,15 @@ def test_an_attachment_from_a_peer_stops_at_the_attachment_limit(limits, servers
 def test_the_invitation_preview_of_a_good_code_still_shows_the_node_url(db):
     preview = preview_invitation(code_for("https://node-b.example.com/exalate"))
     assert preview["node"]["url"] == "https://node-b.example.com/exalate"
+
+
+def test_a_mistyped_allowed_network_is_a_clear_startup_error(tmp_path):
+    from tests.test_settings import _check
+
+    result = _check({"DEBUG": "true", "OUTBOUND_ALLOWED_NETWORKS": "10.1.2.0/24,intranet"}, tmp_path)
+    assert result.returncode != 0
+    assert "OUTBOUND_ALLOWED_NETWORKS holds 'intranet', which is not a network" in result.stderr
+    assert (
+        _check({"DEBUG": "true", "OUTBOUND_ALLOWED_NETWORKS": "10.1.2.0/24,fd00::/8"}, tmp_path).returncode
+        == 0
+    )
