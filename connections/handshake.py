@@ -21,6 +21,7 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -38,6 +39,8 @@ from connections.invitation import (
     seal_invitation,
 )
 from connections.models import Connection, Invitation
+from exalate_node import outbound
+from exalate_node.redaction import redact
 from instances.models import Instance
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class HandshakeError(Exception):
     ``status`` is the HTTP status the initiator answers with."""
 
     def __init__(self, code: str, message: str, status: int = 400) -> None:
+        message = redact(message)  # it may quote the other node's answer
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
 
@@ -154,11 +158,27 @@ def _text(data: Any, name: str, *, required: bool = True, limit: int = _TEXT_LIM
     return value
 
 
+def _url(data: dict[str, Any], name: str, *, node: bool = False) -> str:
+    """An optional http(s) URL (the node's own address: without a user name, query or fragment)."""
+    value = _text(data, name, required=False)
+    if value:
+        parts = urlsplit(value)
+        try:
+            outbound.check_url(value, what=f"'{name}'", userinfo=not node)
+        except outbound.RefusedDestination as exc:
+            raise HandshakeError("bad_request", str(exc))
+        if node and (parts.query or parts.fragment):
+            raise HandshakeError(
+                "bad_request", f"'{name}' must be http(s)://host[:port][/path], without a query."
+            )
+    return value
+
+
 def _check_info(info: Any) -> dict[str, Any]:
     """The acceptor's (or initiator's) description of itself: shape and sizes, not trust."""
     if not isinstance(info, dict):
         raise HandshakeError("bad_request", "'acceptor_info' must be an object.")
-    _text(info, "node_url", required=False)
+    _url(info, "node_url", node=True)
     _text(info, "node_name", required=False, limit=200)
     _text(info, "app_version", required=False, limit=50)
     try:
@@ -178,7 +198,7 @@ def _check_instance(instance: Any) -> dict[str, Any]:
     _text(instance, "uid", limit=64)
     _text(instance, "name", limit=200)
     _text(instance, "tracker_type", limit=20)
-    _text(instance, "url", required=False)
+    _url(instance, "url")
     _text(instance, "tracker_version", required=False, limit=50)
     return instance
 
@@ -342,9 +362,22 @@ def _publish_defaults(conn: Connection) -> None:
 # --- acceptor -----------------------------------------------------------------------------------------------
 
 
+def check_node_address(inv: SealedInvitation) -> None:
+    """With OUTBOUND_REFUSE_PRIVATE_ADDRESSES, refuse a code whose node URL resolves to a refused address
+    (at "Check code", before anything is sent). Raises InvitationError."""
+    parts = urlsplit(inv.node_url)
+    try:
+        outbound.check_host(parts.hostname or "", parts.port)
+    except outbound.RefusedDestination as exc:
+        raise InvitationError(
+            "refused_address", f"This invitation code names {inv.node_url} as the other node's address: {exc}"
+        )
+
+
 def preview_invitation(code: str) -> dict[str, Any]:
     """What a code would connect to, for the admin to check before accepting. Raises InvitationError."""
     inv = open_invitation(code)
+    check_node_address(inv)
     return {
         "connection_name": inv.connection_name,
         "connection_type": inv.connection_type,
@@ -366,9 +399,10 @@ def connection_accept(
     ``private``: this node has no URL the other node can call; it polls the other node for messages.
     Raises ``InvitationError`` (damaged/expired code) or :class:`HandshakeError`; nothing changes then.
     """
-    from connections.transport import describe_network_error, http_request, node_url
+    from connections.transport import describe_network_error, http_request, node_url, refused_answer
 
     inv = open_invitation(code)
+    check_node_address(inv)
     if not local_instance.is_local:
         raise HandshakeError(
             "not_local", f"{local_instance.name} is a remote instance; pick an instance of this node."
@@ -417,8 +451,11 @@ def connection_accept(
     try:
         resp = http_request("POST", url, data=body, headers={"Content-Type": "application/json"})
         content = resp.content
-    except requests.RequestException as exc:
+    except (requests.RequestException, outbound.DeadlinePassed) as exc:
         raise HandshakeError("unreachable", describe_network_error(inv.node_url, exc), 502)
+    except outbound.OutboundError as exc:
+        error = refused_answer(inv.node_url, exc)
+        raise HandshakeError(error.code, f"Could not connect: {error.detail}", 502)
     answer = _parse_answer(resp.status_code, content, inv.node_url)
 
     initiator_pub = _b64_key(answer.get("initiator_pub"), "initiator_pub")
@@ -480,7 +517,14 @@ def connection_accept(
 
 def _parse_answer(status: int, content: bytes, base_url: str) -> dict[str, Any]:
     try:
-        data = json.loads(content or b"null")
+        data = outbound.parse_json(content or b"null", what=f"The answer from {base_url}")
+    except outbound.BadAnswer as exc:
+        raise HandshakeError(
+            "bad_answer",
+            f"{exc}. This node refuses it and changed nothing: check that the node URL in the code points to "
+            "an exalate-node of a compatible version.",
+            502,
+        )
     except ValueError:
         data = None
     if not isinstance(data, dict):

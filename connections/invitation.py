@@ -31,9 +31,12 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from exalate_node.outbound import RefusedDestination, check_url
 
 PREFIX = "EXN1-"
 AAD = b"exalate-node/invitation/v1"
@@ -61,7 +64,9 @@ _COPY_AGAIN = "Copy the whole code again from the other node's admin page (it st
 class InvitationError(ValueError):
     """Any problem with an invitation code; ``.code`` is a stable machine-readable reason.
 
-    Codes: ``empty``, ``bad_prefix``, ``truncated``, ``corrupted``, ``unsupported_version``, ``expired``.
+    Codes: ``empty``, ``bad_prefix``, ``truncated``, ``corrupted``, ``unsupported_version``, ``expired``,
+    ``bad_url`` (the node or tracker URL inside is not an http(s) URL), ``refused_address`` (the node URL's
+    host is an address this node refuses, see ``connections.handshake.check_node_address``).
     ``str(err)`` is a sentence for the admin that says what to do next.
     """
 
@@ -270,7 +275,37 @@ def _parse_payload(raw: bytes) -> Invitation:
         extra={k: v for k, v in p.items() if k not in known},
     )
     _validate(inv)
+    _check_urls(inv)
     return inv
+
+
+def _check_urls(inv: Invitation) -> None:
+    """Anyone can seal a code, so the URLs inside are checked before anything uses or shows them: the node
+    URL must be http(s) with a host, no user name, query or fragment (the node's paths are appended to
+    it); a tracker URL, when there is one, http(s)."""
+    node = urlsplit(inv.node_url)
+    try:
+        check_url(inv.node_url, what="The other node's address", userinfo=False)
+        if node.query or node.fragment:
+            raise RefusedDestination(
+                f"The other node's address {inv.node_url[:200]!r} has a query or fragment; it must be "
+                "http(s)://host[:port][/path]."
+            )
+    except RefusedDestination as exc:
+        raise InvitationError(
+            "bad_url",
+            f"This invitation code cannot be used: {exc} Ask the other node's admin to set NODE_URL to the "
+            "address this node can reach it at, and to make a new code.",
+        )
+    if inv.tracker_url:
+        try:
+            check_url(inv.tracker_url, what="The other side's tracker URL")
+        except RefusedDestination as exc:
+            raise InvitationError(
+                "bad_url",
+                f"This invitation code cannot be used: {exc} Ask the other node's admin to correct the "
+                "instance's URL and to make a new code.",
+            )
 
 
 def _validate(inv: Invitation) -> None:

@@ -6,7 +6,7 @@ import uuid
 
 from django.db import models
 
-from exalate_node.fields import EncryptedTextField, JSONField
+from exalate_node.fields import EncryptedTextField, JSONField, RedactedTextField
 from instances.models import Instance
 
 
@@ -58,7 +58,7 @@ class Connection(models.Model):
     previous_key_until = models.DateTimeField(null=True, blank=True)
     key_rotated_at = models.DateTimeField(null=True, blank=True)
     rotation_started_at = models.DateTimeField(null=True, blank=True)
-    status_message = models.TextField(blank=True, default="")
+    status_message = RedactedTextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     activated_at = models.DateTimeField(null=True, blank=True)

@@ -21,15 +21,30 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connections.models import Connection, OutboundMessage, SeenNonce
-from connections.transport import CONNECT_TIMEOUT, READ_TIMEOUT, PeerError, PeerUnreachable, peer_request
+from connections.transport import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    REFUSED_ANSWER_CODES,
+    PeerError,
+    PeerUnreachable,
+    peer_request,
+)
+from exalate_node import outbound
 from exalate_node.tasks import enqueue
 
 logger = logging.getLogger(__name__)
 
-# One sender per connection: the lease outlives one request to the peer (connect + read timeouts) with a
-# margin, and is renewed after every batch. A worker killed while holding it stalls that connection's
-# delivery for at most this long (was 90 s; the fault-injection suite saw the stall).
+# One sender per connection: the lease outlives one request to the peer (its total deadline,
+# OUTBOUND_PEER_DEADLINE, 30 s by default) with a margin, and is renewed after every batch. A worker killed
+# while holding it stalls that connection's delivery for at most this long (was 90 s; the fault-injection
+# suite saw the stall).
 LEASE = timedelta(seconds=CONNECT_TIMEOUT + READ_TIMEOUT + 10)
+
+
+def _lease() -> timedelta:
+    return max(LEASE, timedelta(seconds=outbound.peer_deadline() + 15))
+
+
 BATCH_MESSAGES = 100
 BATCH_BYTES = 5 * 1024 * 1024
 BACKOFF_BASE = 1.0
@@ -48,7 +63,7 @@ def _acquire(connection_id: int) -> str | None:
     taken = (
         Connection.objects.filter(pk=connection_id)
         .filter(Q(delivery_until__isnull=True) | Q(delivery_until__lt=now))
-        .update(delivery_token=token, delivery_until=now + LEASE)
+        .update(delivery_token=token, delivery_until=now + _lease())
     )
     return token if taken == 1 else None
 
@@ -56,7 +71,7 @@ def _acquire(connection_id: int) -> str | None:
 def _renew(connection_id: int, token: str) -> bool:
     return (
         Connection.objects.filter(pk=connection_id, delivery_token=token).update(
-            delivery_until=timezone.now() + LEASE
+            delivery_until=timezone.now() + _lease()
         )
         == 1
     )
@@ -212,6 +227,16 @@ def _failed(conn: Connection, reason: str, retry_after: float | None = None) -> 
 
 
 def _rejected(conn: Connection, exc: PeerError) -> None:
+    if exc.code in REFUSED_ANSWER_CODES:
+        # This node refused the address or the answer (a hostile or wrong server at the node URL): the admin
+        # sees it; delivery keeps retrying with backoff, and resolves the error once the peer answers well.
+        message = f"{exc.detail} Then resolve and retry."
+        _connection_error(conn, message)
+        _failed(conn, f"answer refused ({exc.code})")
+        Connection.objects.filter(pk=conn.pk).exclude(status=Connection.Status.ERROR).update(
+            status_message=message
+        )
+        return
     if exc.status == 429 or exc.status >= 500 or exc.status == 409:
         what = {429: "it is busy (429)", 409: "its side of the connection is not active yet (409)"}.get(
             exc.status, f"it answered {exc.status} ({exc.detail})"

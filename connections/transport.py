@@ -6,7 +6,14 @@
   in id order, in batches, and retries with backoff (``connections.tasks``).
 * ``fetch_attachment`` streams a file from the peer's signed attachment endpoint.
 * Every request to a peer goes through :func:`peer_request` (signs, verifies the signed answer) and every
-  byte on the wire through :func:`http_request` (timeouts, exact bytes). Tests patch ``http_request``.
+  byte on the wire through :func:`http_request` (exact bytes, no redirects). Tests patch ``http_request``.
+
+The peer may be hostile (anyone can mint an invitation code naming their own server), so the answers are
+bounded (``exalate_node.outbound``): a total deadline per request (``OUTBOUND_PEER_DEADLINE``), a size cap
+counted as the answer streams (``OUTBOUND_MAX_ANSWER_BYTES``; attachments: ``ATTACHMENT_MAX_BYTES`` and a
+deadline that grows with the bytes received), JSON parsed with a depth limit and without text that is not
+valid Unicode, http(s) URLs only and, with ``OUTBOUND_REFUSE_PRIVATE_ADDRESSES``, no private addresses.
+Error texts from the peer are redacted of the node's secret values (``exalate_node.redaction``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from django.conf import settings
 
 from connections import signing
 from connections.models import Connection, OutboundMessage
+from exalate_node import outbound
+from exalate_node.redaction import redact
 from exalate_node.tasks import enqueue
 
 if TYPE_CHECKING:
@@ -38,12 +47,18 @@ USER_AGENT = "exalate-node"
 
 
 class PeerUnreachable(Exception):
-    """The peer could not be reached at all (refused, DNS, timeout, TLS). ``str()`` is for an admin."""
+    """The peer could not be reached at all (refused, DNS, timeout, TLS) or did not answer in time.
+    ``str()`` is for an admin (secret values redacted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass
 class PeerError(Exception):
-    """The peer answered with an error status. ``detail`` and ``code`` come from its JSON error body."""
+    """The peer answered with an error status, or with an answer this node refuses (``status`` is then the
+    answer's, or 0 when the request was not sent). ``detail`` and ``code`` come from its JSON error body
+    or say what was refused; the node's secret values are redacted from ``detail``."""
 
     status: int
     detail: str
@@ -51,8 +66,17 @@ class PeerError(Exception):
     retry_after: float | None = None
     body: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.detail = redact(self.detail)
+
     def __str__(self) -> str:
+        if self.code in REFUSED_ANSWER_CODES:
+            return self.detail
         return f"The other node answered {self.status}: {self.detail}"
+
+
+# Codes of a PeerError this node raises itself: the answer (or the address) was refused.
+REFUSED_ANSWER_CODES = frozenset({"refused_destination", "too_large", "bad_response"})
 
 
 @dataclass
@@ -74,22 +98,55 @@ def http_request(
     timeout: tuple[float, float] | None = None,
 ) -> requests.Response:
     """Send exactly ``data`` (the signed bytes) to ``url``; never follows redirects (they would break the
-    signature and could leak it to another host)."""
-    return requests.request(
-        method,
-        url,
-        data=data,
-        headers={"User-Agent": USER_AGENT, **(headers or {})},
-        stream=stream,
-        timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT),
-        allow_redirects=False,
-    )
+    signature and could leak it to another host).
+
+    The whole request, answer included, ends within ``OUTBOUND_PEER_DEADLINE`` (or connect + read of an
+    explicit ``timeout``, when shorter). Unless ``stream``, the answer is read here, at most
+    ``OUTBOUND_MAX_ANSWER_BYTES``. Raises ``requests`` errors, ``outbound.DeadlinePassed``,
+    ``outbound.AnswerTooLarge`` and ``outbound.RefusedDestination``."""
+    outbound.check_url(url, what="The other node's URL", userinfo=False)
+    if outbound.refuse_private() and outbound.uses_proxy(url):
+        parts = urlsplit(url)
+        outbound.check_host(parts.hostname or "", parts.port)
+    seconds = outbound.peer_deadline() if timeout is None else min(outbound.peer_deadline(), sum(timeout))
+    budget = outbound.Budget(seconds)
+    with outbound.deadline(budget), outbound.new_session() as session:
+        try:
+            response = session.request(
+                method,
+                url,
+                data=data,
+                headers={"User-Agent": USER_AGENT, **(headers or {})},
+                stream=True,
+                timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT),
+                allow_redirects=False,
+            )
+            if not stream:
+                outbound.read_body(
+                    response, limit=outbound.max_answer_bytes(), what=f"The answer from {_origin(url)}"
+                )
+        except requests.RequestException as exc:
+            if budget.expired:
+                raise outbound.DeadlinePassed(
+                    f"The other node at {_origin(url)} did not answer within {budget.describe()} "
+                    "(OUTBOUND_PEER_DEADLINE)",
+                    within=budget.describe(),
+                ) from exc
+            raise
+    return response
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def describe_network_error(url: str, exc: Exception) -> str:
     """A sentence for an admin: which URL, what happened, what to do."""
     text = str(exc).lower()
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, outbound.DeadlinePassed):
+        what = f"no complete answer within {exc.within or 'the deadline'}"
+    elif isinstance(exc, requests.Timeout):
         what = "timed out"
     elif "refused" in text:
         what = "connection refused"
@@ -121,8 +178,8 @@ def _retry_after(resp: requests.Response) -> float | None:
 
 def _error_from(resp: requests.Response, content: bytes) -> PeerError:
     try:
-        body = json.loads(content or b"{}")
-    except ValueError:
+        body = outbound.parse_json(content or b"{}")
+    except (ValueError, outbound.OutboundError):
         body = {}
     if not isinstance(body, dict):
         body = {}
@@ -160,11 +217,17 @@ def peer_request(
         headers["Content-Type"] = "application/json"
     try:
         resp = http_request(
-            method, url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, timeout or READ_TIMEOUT)
+            method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=(CONNECT_TIMEOUT, timeout) if timeout else None,
         )
         content = resp.content
-    except requests.RequestException as exc:
+    except (requests.RequestException, outbound.DeadlinePassed) as exc:
         raise PeerUnreachable(describe_network_error(connection.remote_node_url, exc)) from exc
+    except outbound.OutboundError as exc:
+        raise refused_answer(connection.remote_node_url, exc) from exc
     if resp.status_code >= 400:
         raise _error_from(resp, content)
     try:
@@ -183,10 +246,27 @@ def peer_request(
             "unsigned_response",
         )
     try:
-        data = json.loads(content or b"{}")
+        data = outbound.parse_json(content or b"{}", what=f"The answer from {connection.remote_node_url}")
+    except outbound.BadAnswer as exc:
+        raise refused_answer(connection.remote_node_url, exc, resp.status_code) from exc
     except ValueError:
         raise PeerError(resp.status_code, "The other node answered with malformed JSON.", "bad_response")
     return PeerResponse(resp.status_code, data if isinstance(data, dict) else {})
+
+
+def refused_answer(base_url: str, exc: outbound.OutboundError, status: int = 0) -> PeerError:
+    """A ``PeerError`` for an address or an answer this node refuses (not retried by itself: the admin
+    fixes the URL or the setting, or the other node, then resolves and retries)."""
+    if isinstance(exc, outbound.RefusedDestination):
+        return PeerError(0, f"The request to the other node was not sent: {exc}", "refused_destination")
+    code = "too_large" if isinstance(exc, outbound.AnswerTooLarge) else "bad_response"
+    hint = " (OUTBOUND_MAX_ANSWER_BYTES)" if code == "too_large" else ""
+    return PeerError(
+        status,
+        f"The other node at {base_url} gave an answer this node refuses: {exc}{hint}. Nothing of it was "
+        "used. Check that the node URL points to an exalate-node of a compatible version.",
+        code,
+    )
 
 
 # --- the outbox ---------------------------------------------------------------------------------------------
@@ -249,13 +329,24 @@ def fetch_attachment(connection: Connection, remote_item_id: str, attachment_id:
         path=urlsplit(url).path,
         body=b"",
     )
+    limit = int(getattr(settings, "ATTACHMENT_MAX_BYTES", 25 * 1024 * 1024))
+    # The whole download within OUTBOUND_PEER_DEADLINE plus a second per OUTBOUND_MIN_DOWNLOAD_RATE bytes.
+    budget = outbound.Budget(outbound.peer_deadline(), min_rate=outbound.min_download_rate())
     try:
-        resp = http_request("GET", url, headers=headers, stream=True)
-    except requests.RequestException as exc:
+        with outbound.deadline(budget):
+            resp = http_request("GET", url, headers=headers, stream=True)
+    except (requests.RequestException, outbound.DeadlinePassed) as exc:
         raise ConnectorError(describe_network_error(connection.remote_node_url, exc), retryable=True)
+    except outbound.OutboundError as exc:
+        raise ConnectorError(str(refused_answer(connection.remote_node_url, exc)), retryable=False)
     try:
         if resp.status_code != 200:
-            err = _error_from(resp, resp.content)
+            with outbound.deadline(budget):
+                try:
+                    content = outbound.read_body(resp, limit=outbound.ERROR_BODY_BYTES, truncate=True)
+                except (requests.RequestException, outbound.OutboundError):
+                    content = b""
+            err = _error_from(resp, content)
             raise ConnectorError(
                 f"Could not fetch attachment {attachment_id} from the other node: {err.detail}",
                 retryable=resp.status_code >= 500 or resp.status_code in (401, 429),
@@ -275,16 +366,33 @@ def fetch_attachment(connection: Connection, remote_item_id: str, attachment_id:
                 "The attachment answer is not signed by the other node; a proxy may be in the way.",
                 retryable=True,
             )
+        length = (resp.headers.get("Content-Length") or "").strip()
+        if length.isdigit() and int(length) > limit:
+            raise _attachment_too_big(attachment_id, limit)
         digest = hashlib.sha256()
+        received = 0
+        pieces = resp.iter_content(chunk_size=64 * 1024)
         try:
-            for chunk in resp.iter_content(chunk_size=64 * 1024):
+            while True:
+                with outbound.deadline(budget):
+                    chunk = next(pieces, None)
+                    outbound.check_budget(budget, f"The download of attachment {attachment_id}")
+                if chunk is None:
+                    break
+                received += len(chunk)
+                if received > limit:
+                    raise _attachment_too_big(attachment_id, limit)
                 if chunk:
                     digest.update(chunk)
                     yield chunk
-        except requests.RequestException as exc:
+        except (requests.RequestException, outbound.DeadlinePassed) as exc:
+            why = (
+                f"did not finish within {budget.describe()}"
+                if budget.expired or isinstance(exc, outbound.DeadlinePassed)
+                else f"broke off ({type(exc).__name__})"
+            )
             raise ConnectorError(
-                f"The download of attachment {attachment_id} broke off ({type(exc).__name__}); "
-                "it is retried.",
+                f"The download of attachment {attachment_id} from the other node {why}; it is retried.",
                 retryable=True,
             )
         if expected and digest.hexdigest() != expected:
@@ -294,6 +402,16 @@ def fetch_attachment(connection: Connection, remote_item_id: str, attachment_id:
             )
     finally:
         resp.close()
+
+
+def _attachment_too_big(attachment_id: str, limit: int) -> Exception:
+    from instances.connectors import ConnectorError
+
+    return ConnectorError(
+        f"Attachment {attachment_id} from the other node is larger than ATTACHMENT_MAX_BYTES ({limit} bytes) "
+        "on this node. Raise the limit or remove the file.",
+        retryable=False,
+    )
 
 
 # --- connection status --------------------------------------------------------------------------------------

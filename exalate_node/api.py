@@ -11,6 +11,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from exalate_node.redaction import redact, redact_data
 from instances.connectors.base import ConnectorError
 
 
@@ -49,7 +50,8 @@ def tracker_failed(instance: Any, exc: Exception) -> TrackerFailed:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error is ``{"detail": <what went wrong and what to do>, "code": <machine code>}``;
-    validation errors add ``"fields"`` with the per-field messages."""
+    validation errors add ``"fields"`` with the per-field messages. The node's secret values are redacted
+    from it (``exalate_node.redaction``)."""
     if isinstance(exc, TRACKER_FAILURES):
         # A view that did not name the instance: still a 502 saying what the tracker answered.
         exc = tracker_failed(None, exc)
@@ -68,7 +70,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         first = next(iter(fields.items()), ("", [""]))
         message = first[1][0] if isinstance(first[1], list) and first[1] else str(first[1])
         where = "" if first[0] in ("non_field_errors", "detail") else f"{first[0]}: "
-        response.data = {"detail": f"{where}{message}", "code": "invalid", "fields": fields}
+        response.data = redact_data({"detail": f"{where}{message}", "code": "invalid", "fields": fields})
         response.status_code = status.HTTP_400_BAD_REQUEST
         return response
     detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
@@ -79,7 +81,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             f"Not found: nothing{where} (check the id: list the objects to find it).", code="not_found"
         )
     code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
-    response.data = {"detail": str(detail), "code": str(code)}
+    response.data = {"detail": redact(str(detail)), "code": str(code)}  # it may quote a tracker or a peer
     return response
 
 

@@ -7,6 +7,7 @@ start without them.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import socket
 from collections.abc import Callable
@@ -161,6 +162,28 @@ INVITATION_TTL_HOURS: float = env.float("INVITATION_TTL_HOURS", default=72)
 NODE_MAX_BODY_BYTES: int = env.int("NODE_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 NODE_RETRY_MAX_SECONDS: int = env.int("NODE_RETRY_MAX_SECONDS", default=300)  # delivery backoff cap
 
+# --- Outgoing HTTP to peer nodes and trackers (exalate_node/outbound.py) ------------------------------------
+# The most one request may take, connect to last byte of the answer (a tracker request's retries share a
+# 90 s deadline on top). Attachment downloads get this plus one second per OUTBOUND_MIN_DOWNLOAD_RATE bytes.
+OUTBOUND_PEER_DEADLINE: float = env.float("OUTBOUND_PEER_DEADLINE", default=30.0)
+OUTBOUND_TRACKER_DEADLINE: float = env.float("OUTBOUND_TRACKER_DEADLINE", default=60.0)
+OUTBOUND_MIN_DOWNLOAD_RATE: float = env.float("OUTBOUND_MIN_DOWNLOAD_RATE", default=32 * 1024)
+# The largest answer read from a peer or a tracker (attachments have ATTACHMENT_MAX_BYTES).
+OUTBOUND_MAX_ANSWER_BYTES: int = env.int("OUTBOUND_MAX_ANSWER_BYTES", default=32 * 1024 * 1024)
+# Refuse peers and trackers at private, loopback, link-local and reserved addresses (checked on every
+# resolved address, at connect time). Off by default so local demos work; networks listed in
+# OUTBOUND_ALLOWED_NETWORKS (CIDRs, comma-separated) stay reachable.
+OUTBOUND_REFUSE_PRIVATE_ADDRESSES: bool = env.bool("OUTBOUND_REFUSE_PRIVATE_ADDRESSES", default=False)
+OUTBOUND_ALLOWED_NETWORKS: list[str] = [n for n in env.list("OUTBOUND_ALLOWED_NETWORKS", default=[]) if n]
+for _network in OUTBOUND_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"OUTBOUND_ALLOWED_NETWORKS holds {_network!r}, which is not a network. Write networks as CIDRs, "
+            "comma-separated, e.g. 10.1.2.0/24,fd00::/8."
+        ) from None
+
 # How long a worker may hold a twin before another may take it over: a crashed worker's work resumes then.
 # A worker renews the leases it holds every third of this (a heartbeat): a long tracker call keeps its twin.
 PIPELINE_LEASE_SECONDS: float = env.float("PIPELINE_LEASE_SECONDS", default=15)
@@ -304,7 +327,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Secret values are redacted from every record when it is made (exalate_node.apps); this filter also
+    # covers records made by another record factory. Give any handler added here the same filter.
+    "filters": {"redact_secrets": {"()": "exalate_node.redaction.RedactingFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

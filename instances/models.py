@@ -8,7 +8,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from exalate_node.fields import EncryptedTextField, JSONField
+from exalate_node.fields import EncryptedTextField, JSONField, RedactedTextField
 
 
 class TrackerType(models.TextChoices):
@@ -59,7 +59,7 @@ class Instance(models.Model):
     # unreachable (after OUTAGE_AFTER_FAILURES of them), why, and when the next probe may try it.
     failures = models.PositiveIntegerField(default=0)
     unreachable_since = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True, default="")
+    last_error = RedactedTextField(blank=True, default="")
     next_try_at = models.DateTimeField(null=True, blank=True)
     poll_active_at = models.DateTimeField(
         null=True, blank=True, help_text="Last activity: a poll found changes, or the node wrote to it."
@@ -76,6 +76,23 @@ class Instance(models.Model):
     @property
     def is_local(self) -> bool:
         return self.kind == self.Kind.LOCAL
+
+    def clean(self) -> None:
+        """The node only calls http(s) URLs (a URLField also takes ftp://): forms refuse the others."""
+        from django.core.exceptions import ValidationError
+
+        from exalate_node.outbound import RefusedDestination, check_url
+
+        errors = {}
+        for name in ("url", "node_url"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    check_url(value, what=f"The {name.replace('_', ' ')}")
+                except RefusedDestination as exc:
+                    errors[name] = str(exc)
+        if errors:
+            raise ValidationError(errors)
 
 
 # --- The built-in tracker ---------------------------------------------------------------------------------

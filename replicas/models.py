@@ -10,7 +10,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from exalate_node.fields import JSONField
+from exalate_node.fields import JSONField, RedactedTextField
 
 
 class Twin(models.Model):
@@ -138,7 +138,7 @@ class SyncEvent(models.Model):
     peer_seen_seq = models.PositiveIntegerField(null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True, help_text="Retry not before (backoff).")
     delivered = models.BooleanField(default=False, help_text="Outgoing: the peer has stored it.")
-    error = models.TextField(blank=True, default="")
+    error = RedactedTextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     processed_at = models.DateTimeField(null=True, blank=True)
@@ -173,8 +173,8 @@ class SyncError(models.Model):
     event = models.ForeignKey(
         SyncEvent, on_delete=models.CASCADE, null=True, blank=True, related_name="errors"
     )
-    message = models.TextField()
-    details = models.TextField(blank=True, default="")
+    message = RedactedTextField()
+    details = RedactedTextField(blank=True, default="")
     script_line = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
@@ -238,7 +238,7 @@ class BulkJob(models.Model):
     position = models.PositiveIntegerField(default=0, help_text="Items finished (the resume point).")
     total = models.PositiveIntegerField(default=0)
     errors = JSONField(default=list)
-    message = models.TextField(blank=True, default="")
+    message = RedactedTextField(blank=True, default="")
     created_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -26,6 +26,15 @@ def _media(settings, tmp_path):  # type: ignore[no-untyped-def]
     settings.MEDIA_ROOT = str(tmp_path / "media")
 
 
+@pytest.fixture(autouse=True)
+def _secret_registry():  # type: ignore[no-untyped-def]
+    """Each test starts with an empty secret registry (``exalate_node.redaction``): it learns the secrets
+    of the objects the test makes, and stays small however long the run."""
+    from exalate_node.redaction import registry
+
+    registry.clear()
+
+
 @pytest.fixture
 def admin_user(django_user_model):  # type: ignore[no-untyped-def]
     return django_user_model.objects.create_user(

@@ -7,8 +7,19 @@ import json
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from exalate_node.outbound import RefusedDestination, check_url
 from instances.health import outage_message
 from instances.models import Attachment, Comment, Instance, Issue, Project
+
+
+def http_url(value: str, name: str) -> str:
+    """The node only calls http(s) URLs (a URLField also takes ftp://); an empty value stays allowed."""
+    if value:
+        try:
+            check_url(value, what=f"The {name}")
+        except RefusedDestination as exc:
+            raise serializers.ValidationError(str(exc))
+    return value
 
 
 class InstanceSerializer(serializers.ModelSerializer):
@@ -73,6 +84,12 @@ class InstanceSerializer(serializers.ModelSerializer):
             "next_try_at": obj.next_try_at.isoformat() if obj.next_try_at else None,
             "message": outage_message(obj),
         }
+
+    def validate_url(self, value: str) -> str:
+        return http_url(value, "url")
+
+    def validate_node_url(self, value: str) -> str:
+        return http_url(value, "node_url")
 
     def validate_settings(self, value: object) -> dict:
         # A form field "settings=null" is parsed as JSON and would reach the NOT NULL column (500).

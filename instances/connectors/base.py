@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
+from exalate_node.redaction import redact
+
 if TYPE_CHECKING:
     from instances.models import Instance
 
@@ -36,9 +38,11 @@ class ItemRef:
 
 class ConnectorError(Exception):
     """A tracker call failed. ``retryable`` is true for outages and rate limits (try again later), false
-    when the tracker refused the request (fix the data, rules or credentials, then retry)."""
+    when the tracker refused the request (fix the data, rules or credentials, then retry). The message may
+    quote the tracker, so the secret values the node knows are redacted from it here."""
 
     def __init__(self, message: str, *, retryable: bool = False, status: int | None = None) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.retryable = retryable

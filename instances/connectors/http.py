@@ -2,7 +2,13 @@
 
 ``HttpClient`` wraps a ``requests.Session`` with what talking to a tracker safely needs:
 
-* a base URL and default timeouts (connect 5 s, read 30 s);
+* a base URL and default timeouts (connect 5 s, read 30 s), and what ``exalate_node.outbound`` adds for an
+  answer the node cannot trust: a total deadline per attempt (``OUTBOUND_TRACKER_DEADLINE``, never past
+  the logical request's deadline), a cap on the answer's size counted as it streams
+  (``OUTBOUND_MAX_ANSWER_BYTES``), JSON parsed with a depth limit and refused when it holds text that is
+  not valid Unicode (``TrackerResponse.json``), http(s) URLs only, optionally no private addresses;
+* redirects followed only for reads: to the tracker's own origin with the credentials, to another origin
+  (a download's storage host) only for downloads and without them; never reading a redirect's body;
 * retries on 429, 5xx, timeouts and connection errors, honouring ``Retry-After`` (seconds or an HTTP date)
   and rate-limit headers (``X-RateLimit-Remaining``/``X-RateLimit-Reset``, ``RateLimit-Reset``), otherwise
   exponential backoff with full jitter (base 0.5 s, cap 30 s), never sleeping past a total deadline;
@@ -12,8 +18,12 @@
   pipeline checks what the earlier attempt did before trying again, instead of creating a duplicate;
 * a request budget per tracker instance (a token bucket shared by every client of that instance in this
   process), so a busy connection cannot flood a tracker;
-* streaming downloads and uploads (file objects are handed to the socket, never read whole);
-* logs of method, path and status that never contain credentials;
+* streaming downloads and uploads (file objects are handed to the socket, never read whole); a download
+  keeps to ``ATTACHMENT_MAX_BYTES`` and to a deadline that grows with the bytes received
+  (``OUTBOUND_MIN_DOWNLOAD_RATE``);
+* logs of method, path and status that never contain credentials (and the values of its credential
+  headers are added to the node's secret registry, ``exalate_node.redaction``, so they are redacted by
+  value wherever a tracker echoes them);
 * counters of requests made (per client, and by method) for benchmarks;
 * errors as ``ConnectorError``: ``retryable`` for outages and rate limits, not for other refusals, with a
   message that says what happened and what to do.
@@ -38,6 +48,9 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3.exceptions
 
+from exalate_node import outbound
+from exalate_node.redaction import redact as redact_secrets
+from exalate_node.redaction import registry as secret_registry
 from instances.connectors.base import ConnectorError
 
 logger = logging.getLogger("exalate.http")
@@ -49,6 +62,7 @@ DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_DEADLINE = 90.0  # seconds for one logical request, all retries included
 DEFAULT_RATE_PER_S = 10.0
 CHUNK_SIZE = 64 * 1024
+MAX_REDIRECTS = 5
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
 # Answers saying the server did not act on the request: safe to repeat even one that is not idempotent.
@@ -230,6 +244,26 @@ def bucket_for(key: str, rate: float, *, clock: Callable[[], float] = time.monot
         return bucket
 
 
+class TrackerResponse(requests.Response):
+    """A tracker's answer, its body read under the size cap. ``json()`` raises ``ConnectorError`` (not
+    retryable, naming the tracker) for JSON nested too deep or holding text that is not valid Unicode, and
+    ``ValueError`` as usual for something that is not JSON. Every response ``HttpClient`` returns is one."""
+
+    service = "The tracker"
+    answer_to = ""
+
+    def json(self, **kwargs: Any) -> Any:
+        what = f"{self.service}'s answer" + (f" to the request to {self.answer_to}" if self.answer_to else "")
+        try:
+            return outbound.parse_json(self.content, what=what)
+        except outbound.BadAnswer as exc:
+            raise ConnectorError(
+                f"{exc}. Nothing of it was used or stored. Correct it in {self.service} (or check the "
+                "instance URL: something else may answer there), then retry.",
+                retryable=False,
+            )
+
+
 class HttpClient:
     """A tracker's HTTP API: ``request`` returns a successful response or raises ``ConnectorError``.
 
@@ -257,8 +291,10 @@ class HttpClient:
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.service = service
-        self.session = session or requests.Session()
+        self.session = session or outbound.new_session()
         self.session.headers.update(headers or {})
+        self._known_credentials: set[str] = set()
+        self._learn_credentials()
         self.max_attempts = max(1, int(max_attempts))
         self.timeout = timeout
         self.deadline = deadline
@@ -293,6 +329,15 @@ class HttpClient:
         """Requests that change something (POST, PUT, PATCH, DELETE)."""
         return sum(n for m, n in self.requests_by_method.items() if m not in ("GET", "HEAD", "OPTIONS"))
 
+    def _learn_credentials(self) -> None:
+        """Add the values of the credential headers (whole, and without ``Bearer``/``Basic``) to the secret
+        registry, so they are redacted by value wherever a tracker or a library echoes them. Headers can
+        change (Salesforce sets a fresh access token), so this runs before every request; cheap."""
+        for name, value in self.session.headers.items():
+            if name.lower() in SECRET_HEADERS and value and value not in self._known_credentials:
+                self._known_credentials.add(str(value))
+                secret_registry.add(str(value), str(value).split(" ", 1)[-1])
+
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform between 0 and min(cap, base * 2^(attempt - 1)), attempt counting from 1."""
         return self.jitter(0.0, min(BACKOFF_CAP, BACKOFF_BASE * (2 ** (attempt - 1))))
@@ -307,8 +352,8 @@ class HttpClient:
         )
         details = ""
         try:
-            body = response.json()
-        except ValueError:
+            body = outbound.parse_json(response.content)
+        except (ValueError, outbound.OutboundError, RuntimeError):
             body = None
         if isinstance(body, dict):
             errors = (
@@ -327,7 +372,7 @@ class HttpClient:
     def _scrub(self, text: str, headers: Mapping[str, Any] | None = None) -> str:
         """``text`` redacted, and with the values of this client's credential headers masked: an exception
         message (from a proxy, a TLS library) may quote the request's headers."""
-        text = redact(text)
+        text = redact_secrets(redact(text))
         for name, value in {**self.session.headers, **dict(headers or {})}.items():
             if name.lower() not in SECRET_HEADERS or not value:
                 continue
@@ -369,6 +414,9 @@ class HttpClient:
         file object: it is streamed, and rewound for a retry when it is seekable. ``idempotent``: whether
         sending it twice does no more than once; by default every method but POST. A request that is not
         is repeated only when the tracker cannot have acted on it (see the module's docstring).
+
+        The body of the answer is read (under ``OUTBOUND_MAX_ANSWER_BYTES``) before it is returned, unless
+        ``stream``: then the caller reads it (``download`` does, under its own limits).
         """
         method = method.upper()
         repeatable = idempotent if idempotent is not None else method != "POST"
@@ -380,6 +428,8 @@ class HttpClient:
                 f"sends credentials to {urlsplit(self.base_url).netloc}.",
                 retryable=False,
             )
+        self._check_destination(url)
+        self._learn_credentials()
         shown = _loggable(url if not params else requests.Request(method, url, params=params).prepare().url)
         what = action or f"{method} {urlsplit(shown).path}"
         start_pos: int | None = None
@@ -398,20 +448,45 @@ class HttpClient:
             with _process_lock:
                 process_requests[method] += 1
             t0 = self.clock()
+            # One attempt may take OUTBOUND_TRACKER_DEADLINE seconds in all, and never run past the logical
+            # request's deadline (retries included).
+            left = self.deadline - (self.clock() - started)
+            budget = outbound.Budget(max(0.001, min(outbound.tracker_deadline(), left)))
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json,
-                    data=data,
-                    headers=dict(headers or {}),
-                    stream=stream,
-                    timeout=self.timeout,
+                with outbound.deadline(budget):
+                    response = self._send(
+                        method,
+                        url,
+                        params=params,
+                        json=json,
+                        data=data,
+                        headers=headers,
+                        stream=stream,
+                        what=what,
+                    )
+                    self._read(response, stream=stream, ok_statuses=ok_statuses, what=what)
+            except outbound.RefusedDestination as exc:
+                raise ConnectorError(
+                    f"{self.service}: {str(exc).rstrip('.')}. The request to {what} was not sent.",
+                    retryable=False,
                 )
-            except (requests.Timeout, requests.ConnectionError) as exc:
+            except outbound.AnswerTooLarge as exc:
+                raise ConnectorError(
+                    f"{exc} (OUTBOUND_MAX_ANSWER_BYTES). Check the instance URL; if the tracker's answers "
+                    "really are this large, raise the limit.",
+                    retryable=False,
+                )
+            except (
+                requests.Timeout,
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+                outbound.DeadlinePassed,
+            ) as exc:
                 unsent = never_sent(exc)
-                if isinstance(exc, requests.Timeout):
+                if budget.expired or isinstance(exc, outbound.DeadlinePassed):
+                    kind = f"did not answer within {budget.describe()}"
+                elif isinstance(exc, requests.Timeout):
                     kind = "timed out"
                 else:
                     kind = "could not connect" if unsent else "dropped the connection"
@@ -439,6 +514,12 @@ class HttpClient:
                     )
                 self._wait(delay, started, what, reason=problem)
                 continue
+            except requests.RequestException as exc:  # an unusable URL or header: trying again cannot help
+                raise ConnectorError(
+                    f"{self.service}: the request to {what} could not be made ({type(exc).__name__}: "
+                    f"{self._scrub(str(exc), headers)[:300]}). Check the instance URL.",
+                    retryable=False,
+                )
             elapsed = self.clock() - t0
             status = response.status_code
             logger.info("%s %s -> %s (%.2f s)", method, shown, status, elapsed)
@@ -478,6 +559,84 @@ class HttpClient:
                     status=status,
                 )
             self._wait(delay, started, what, reason=f"{status}")
+
+    def _check_destination(self, url: str) -> None:
+        """http(s) only; with OUTBOUND_REFUSE_PRIVATE_ADDRESSES and a proxy in the way, the host is checked by
+        name here (without a proxy the connection itself checks every address it connects to)."""
+        try:
+            outbound.check_url(url, what=f"{self.service}'s URL")
+            if outbound.refuse_private() and outbound.uses_proxy(url):
+                outbound.check_host(urlsplit(url).hostname or "", urlsplit(url).port)
+        except outbound.RefusedDestination as exc:
+            raise ConnectorError(
+                f"{exc} Set the instance URL to the tracker's http(s) address.", retryable=False
+            )
+
+    def _send(
+        self, method: str, url: str, *, params: Any, stream: bool, what: str, **kwargs: Any
+    ) -> TrackerResponse:
+        """One attempt, following redirects of reads: to the tracker's origin with the credentials, to another
+        origin only for a download (``stream``) and without them. A redirect's body is never read."""
+        request_headers = dict(kwargs.pop("headers", None) or {})
+        for hop in range(MAX_REDIRECTS + 1):
+            response = self.session.request(
+                method,
+                url,
+                params=params,
+                headers=request_headers,
+                stream=True,
+                timeout=self.timeout,
+                allow_redirects=False,
+                **kwargs,
+            )
+            response.__class__ = TrackerResponse
+            response.service, response.answer_to = self.service, what  # type: ignore[attr-defined]
+            if method not in ("GET", "HEAD") or not response.is_redirect:
+                return response  # type: ignore[return-value]
+            target = urljoin(response.url or url, response.headers["Location"])
+            response.close()
+            outbound.check_url(target, what=f"The address {self.service} redirected to")
+            if not self.same_origin(target):
+                if not stream:
+                    raise ConnectorError(
+                        f"{self.service} redirected the request to {what} to another address "
+                        f"({urlsplit(target).scheme}://{urlsplit(target).netloc}). The node only sends "
+                        f"credentials to {urlsplit(self.base_url).netloc}: check the instance URL (it may "
+                        "have to be https, or the tracker's canonical host name).",
+                        retryable=False,
+                    )
+                # A download handed to a storage host: it gets no credentials.
+                drop = {n: None for n in self.session.headers if n.lower() in SECRET_HEADERS}
+                request_headers = {
+                    **{k: v for k, v in request_headers.items() if k.lower() not in SECRET_HEADERS},
+                    **drop,
+                }
+            url, params = target, None
+            logger.info("%s redirected to %s (hop %d)", what, _loggable(target), hop + 1)
+        raise ConnectorError(
+            f"{self.service} redirected the request to {what} more than {MAX_REDIRECTS} times. Check the "
+            "instance URL.",
+            retryable=False,
+        )
+
+    def _read(
+        self, response: requests.Response, *, stream: bool, ok_statuses: tuple[int, ...], what: str
+    ) -> None:
+        """Read the body of a successful answer under the size cap (not a download's: its caller reads it),
+        and the start of a refusal's (its message may quote it)."""
+        status = response.status_code
+        if 200 <= status < 300 or status in ok_statuses:
+            if not stream:
+                outbound.read_body(
+                    response,
+                    limit=outbound.max_answer_bytes(),
+                    what=f"{self.service}'s answer to the request to {what}",
+                )
+        elif status not in RETRYABLE_STATUSES and status != 429:
+            try:
+                outbound.read_body(response, limit=outbound.ERROR_BODY_BYTES, truncate=True)
+            except (requests.RequestException, outbound.OutboundError):
+                response._content, response._content_consumed = b"", True
 
     def _wait(self, seconds: float, started: float, what: str, *, reason: str) -> None:
         if seconds <= 0:
@@ -530,21 +689,54 @@ class HttpClient:
         )
 
     def download(self, path: str, *, action: str = "", chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        """The body of ``path`` as a stream of chunks; the connection is released when the stream ends."""
-        response = self.request("GET", path, stream=True, action=action)
+        """The body of ``path`` as a stream of chunks; the connection is released when the stream ends.
+
+        At most ``ATTACHMENT_MAX_BYTES``, and within a deadline that grows with the bytes received:
+        ``OUTBOUND_TRACKER_DEADLINE`` plus one second per ``OUTBOUND_MIN_DOWNLOAD_RATE`` bytes, so a big file
+        at a fair speed arrives while a trickle is abandoned."""
+        what = action or path
+        limit = int(outbound._setting("ATTACHMENT_MAX_BYTES", 25 * 1024 * 1024))
+        budget = outbound.Budget(outbound.tracker_deadline(), min_rate=outbound.min_download_rate())
+        with outbound.deadline(budget):
+            response = self.request("GET", path, stream=True, action=action)
+        length = (response.headers.get("Content-Length") or "").strip()
+        if length.isdigit() and int(length) > limit:
+            response.close()
+            raise self._too_big(what, limit)
 
         def chunks() -> Iterator[bytes]:
+            received = 0
+            pieces = response.iter_content(chunk_size=chunk_size)
             try:
-                for chunk in response.iter_content(chunk_size=chunk_size):
+                while True:
+                    with outbound.deadline(budget):
+                        chunk = next(pieces, None)
+                        outbound.check_budget(budget, f"The download for {what}")
+                    if chunk is None:
+                        return
+                    received += len(chunk)
+                    if received > limit:
+                        raise self._too_big(what, limit)
                     if chunk:
                         yield chunk
-            except requests.RequestException as exc:
+            except (requests.RequestException, outbound.DeadlinePassed) as exc:
+                why = (
+                    f"did not finish within {budget.describe()}"
+                    if budget.expired or isinstance(exc, outbound.DeadlinePassed)
+                    else f"broke off ({type(exc).__name__})"
+                )
                 raise ConnectorError(
-                    f"{self.service}: the download for {action or path} broke off ({type(exc).__name__}). "
-                    f"The node will retry later.",
+                    f"{self.service}: the download for {what} {why}. The node will retry later.",
                     retryable=True,
                 )
             finally:
                 response.close()
 
         return chunks()
+
+    def _too_big(self, what: str, limit: int) -> ConnectorError:
+        return ConnectorError(
+            f"{self.service}: the file of {what} is larger than ATTACHMENT_MAX_BYTES ({limit} bytes) on this "
+            "node. Raise the limit or remove the file.",
+            retryable=False,
+        )

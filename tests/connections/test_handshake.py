@@ -413,3 +413,39 @@ def test_management_commands_connect_two_instances(wire, two_instances, capsys):
     out = capsys.readouterr().out
     assert "Connected" in out
     assert Connection.objects.filter(status="active").count() == 2
+
+
+@pytest.mark.parametrize(
+    "where, url",
+    [
+        ("node_url", "file:///etc/passwd"),
+        ("node_url", "http://node-b.test/?next=/admin"),
+        ("instance.url", "javascript:alert(1)"),
+    ],
+)
+def test_an_acceptor_naming_a_url_that_is_not_http_is_refused_and_nothing_changes(
+    wire, two_instances, where, url
+):
+    """The initiator would call the acceptor's node URL later, and shows its tracker URL: only http(s)."""
+    conn, code = connection_initiate(name="Link", local_instance=two_instances[0])
+    inv = open_invitation(code)
+    info = _info(two_instances[1])
+    if where == "node_url":
+        info["node_url"] = url
+    else:
+        info["instance"]["url"] = url
+    public = signing.new_keypair()[1]
+    transcript = signing.handshake_transcript(
+        invitation_id=inv.invitation_id, initiator_pub=None, acceptor_pub=public, acceptor_info=info
+    )
+    body = {
+        "invitation_id": inv.invitation_id,
+        "acceptor_pub": base64.b64encode(public).decode(),
+        "acceptor_info": info,
+        "proof": signing.handshake_proof(inv.secret, transcript, "acceptor"),
+    }
+    before = _snapshot()
+    resp = wire.client.post("/node/v1/handshake/", data=json.dumps(body), content_type="application/json")
+    assert resp.status_code == 400 and resp.json()["code"] == "bad_request", resp.content
+    assert "http" in resp.json()["detail"]
+    assert _snapshot() == before

@@ -23,6 +23,9 @@ import pytest
 from instances.connectors.base import ConnectorError
 from instances.connectors.http import HttpClient, TokenBucket, parse_retry_after, process_requests, redact
 from tests.connectors.conftest import Loopback, Reply
+from tests.connectors.fakes.github import FakeGitHub
+from tests.connectors.fakes.support import FakeClock, wired
+from tests.connectors.test_github import _desk_and_github
 
 
 class FakeTime:
@@ -296,3 +299,57 @@ def test_only_idempotent_requests_are_repeated_after_a_lost_answer(
         with pytest.raises(ConnectorError):
             http.request(method, "x.json", json={}, idempotent=idempotent)
     assert len(loopback.seen) == sent
+
+
+@pytest.fixture
+def github():  # type: ignore[no-untyped-def]
+    from instances.connectors.github import reset_memory
+
+    reset_memory()
+    with wired(FakeGitHub(), FakeClock()) as fake:
+        yield fake
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tracker_item_with_text_that_is_not_valid_unicode_is_refused_and_nothing_is_stored(
+    github: FakeGitHub,
+) -> None:
+    """A lone surrogate in a tracker's answer (JSON allows ``"\\ud800"``) is refused where it comes in, with
+    an error naming the tracker that the admin fixes there, and nothing of it is stored (such a value used to
+    make every page that showed it a 500)."""
+    from django.db import connection as db
+    from django.db import transaction
+
+    from instances.models import Issue
+    from replicas import pipeline
+    from replicas.models import SyncError, SyncEvent
+    from replicas.outbox import record_item_change
+
+    project, to_gh, from_gh = _desk_and_github()
+    bad = github.add_issue("Printer \ud800 on fire", body="Desk 4", by="octocat")
+    with pytest.raises(ConnectorError) as refused:
+        pipeline.exalate(connection=from_gh, key=f"octo/widgets#{bad['number']}")
+    assert not refused.value.retryable
+    assert "GitHub's answer to the request to" in refused.value.message
+    assert "not valid Unicode at $.title" in refused.value.message
+    assert "Correct it in GitHub" in refused.value.message
+
+    # An item already under sync that someone edits so: the change is blocked with an error, not stored.
+    good = github.add_issue("Keyboard missing", body="Desk 4", by="octocat")
+    pipeline.exalate(connection=from_gh, key=f"octo/widgets#{good['number']}")
+    mirrored = Issue.objects.get(project=project)
+    github.edit_issue(good["number"], body="Under desk \udfff 4")
+    with transaction.atomic():
+        record_item_change(
+            instance_id=from_gh.local_instance_id, item_id=str(good["number"]), item_key="", actor="x"
+        )
+    [error] = SyncError.objects.filter(resolved_at__isnull=True)
+    assert "GitHub's answer" in error.message and "not valid Unicode at $.body" in error.message
+    assert SyncEvent.objects.filter(status="failed").count() == 1
+    mirrored.refresh_from_db()
+    assert mirrored.description == "Desk 4"
+    with db.cursor() as cursor:
+        for table in db.introspection.table_names():
+            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - table names from the schema
+            rows = repr(cursor.fetchall())
+            assert "on fire" not in rows and "Under desk" not in rows, table  # nothing of either answer
