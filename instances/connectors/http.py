@@ -34,6 +34,7 @@ Sleeping and the clocks are injectable so tests run instantly.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
 import re
@@ -262,6 +263,12 @@ class TrackerResponse(requests.Response):
                 "instance URL: something else may answer there), then retry.",
                 retryable=False,
             )
+        except ValueError as exc:  # not JSON, or not UTF-8
+            # As requests raises it (a ValueError, and a RequestException the API maps to a 502 naming the
+            # tracker): callers that catch either keep working.
+            if isinstance(exc, json.JSONDecodeError):
+                raise requests.JSONDecodeError(exc.msg, exc.doc, exc.pos) from None
+            raise requests.JSONDecodeError(str(exc), "", 0) from None
 
 
 class HttpClient:

@@ -12,6 +12,7 @@ gets the same session), so nothing leaves the process and retries cost no time.
 from __future__ import annotations
 
 import functools
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -68,6 +69,7 @@ class BrokenTracker(BaseAdapter):
         response.reason = {200: "OK", 401: "Unauthorized", 500: "Internal Server Error"}[self.status]
         response.headers["Content-Type"] = self.content_type
         response._content = self.body
+        response.raw = io.BytesIO(self.body)  # as a real answer has: the client closes it when done
         response.url = request.url or ""
         response.request = request
         return response
