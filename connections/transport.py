@@ -370,29 +370,20 @@ def fetch_attachment(connection: Connection, remote_item_id: str, attachment_id:
         if length.isdigit() and int(length) > limit:
             raise _attachment_too_big(attachment_id, limit)
         digest = hashlib.sha256()
-        received = 0
-        pieces = resp.iter_content(chunk_size=64 * 1024)
+        chunks = outbound.bounded_chunks(
+            resp,
+            budget=budget,
+            limit=limit,
+            what=f"The download of attachment {attachment_id}",
+            too_big=lambda: _attachment_too_big(attachment_id, limit),
+        )
         try:
-            while True:
-                with outbound.deadline(budget):
-                    chunk = next(pieces, None)
-                    outbound.check_budget(budget, f"The download of attachment {attachment_id}")
-                if chunk is None:
-                    break
-                received += len(chunk)
-                if received > limit:
-                    raise _attachment_too_big(attachment_id, limit)
-                if chunk:
-                    digest.update(chunk)
-                    yield chunk
-        except (requests.RequestException, outbound.DeadlinePassed) as exc:
-            why = (
-                f"did not finish within {budget.describe()}"
-                if budget.expired or isinstance(exc, outbound.DeadlinePassed)
-                else f"broke off ({type(exc).__name__})"
-            )
+            for chunk in chunks:
+                digest.update(chunk)
+                yield chunk
+        except outbound.DownloadBroken as exc:
             raise ConnectorError(
-                f"The download of attachment {attachment_id} from the other node {why}; it is retried.",
+                f"The download of attachment {attachment_id} from the other node {exc.why}; it is retried.",
                 retryable=True,
             )
         if expected and digest.hexdigest() != expected:

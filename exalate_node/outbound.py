@@ -35,7 +35,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +180,46 @@ def check_budget(budget: Budget | None, what: str) -> None:
     """Raise ``DeadlinePassed`` when ``budget`` ran out (between chunks, for transports without sockets)."""
     if budget is not None and budget.expired:
         raise DeadlinePassed(f"{what} did not finish within {budget.describe()}", within=budget.describe())
+
+
+class DownloadBroken(OutboundError):
+    """A streamed download ran out of its budget or its connection broke off; ``why`` says which."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def bounded_chunks(
+    response: requests.Response,
+    *,
+    budget: Budget,
+    limit: int,
+    what: str,
+    too_big: Callable[[], Exception],
+    chunk_size: int = 64 * 1024,
+) -> Iterator[bytes]:
+    """A streamed answer's body, chunk by chunk, each read within ``budget``: ``too_big()`` is raised past
+    ``limit`` bytes, ``DownloadBroken`` when the budget runs out or the connection breaks off. The caller
+    closes the response."""
+    received = 0
+    pieces = response.iter_content(chunk_size=chunk_size)
+    try:
+        while True:
+            with deadline(budget):
+                chunk = next(pieces, None)
+                check_budget(budget, what)
+            if chunk is None:
+                return
+            received += len(chunk)
+            if received > limit:
+                raise too_big()
+            if chunk:
+                yield chunk
+    except (requests.RequestException, DeadlinePassed) as exc:
+        if budget.expired or isinstance(exc, DeadlinePassed):
+            raise DownloadBroken(f"did not finish within {budget.describe()}") from None
+        raise DownloadBroken(f"broke off ({type(exc).__name__})") from None
 
 
 # --- destinations -------------------------------------------------------------------------------------------

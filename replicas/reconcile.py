@@ -27,21 +27,13 @@ from connections.models import Connection
 from instances.connectors import ConnectorError, get_connector
 from instances.connectors.base import written_value_seen
 from replicas.models import ReconciliationReport, SyncEvent, Twin
+from replicas.pipeline import ITEM_FIELDS
 
 MAX_FINDINGS = 500
-# Fields compared between the two live items (comments and attachments merge by id and are checked by the
-# unsent-here scan).
-COMPARED = (
-    "summary",
-    "description",
-    "status",
-    "priority",
-    "type",
-    "labels",
-    "assignee",
-    "dueDate",
-    "customFields",
-)
+# Fields compared between the two live items: those an apply writes, but the reporter (set when an item is
+# created, never changed by sync afterwards). Comments and attachments merge by id; the unsent-here scan
+# checks them.
+COMPARED = tuple(field for field in ITEM_FIELDS if field != "reporter")
 RESEND = {"reconcile": "resend"}  # recorded as "last sent" for a field that must go again: never equal
 
 

@@ -712,28 +712,18 @@ class HttpClient:
             raise self._too_big(what, limit)
 
         def chunks() -> Iterator[bytes]:
-            received = 0
-            pieces = response.iter_content(chunk_size=chunk_size)
             try:
-                while True:
-                    with outbound.deadline(budget):
-                        chunk = next(pieces, None)
-                        outbound.check_budget(budget, f"The download for {what}")
-                    if chunk is None:
-                        return
-                    received += len(chunk)
-                    if received > limit:
-                        raise self._too_big(what, limit)
-                    if chunk:
-                        yield chunk
-            except (requests.RequestException, outbound.DeadlinePassed) as exc:
-                why = (
-                    f"did not finish within {budget.describe()}"
-                    if budget.expired or isinstance(exc, outbound.DeadlinePassed)
-                    else f"broke off ({type(exc).__name__})"
+                yield from outbound.bounded_chunks(
+                    response,
+                    budget=budget,
+                    limit=limit,
+                    what=f"The download for {what}",
+                    too_big=lambda: self._too_big(what, limit),
+                    chunk_size=chunk_size,
                 )
+            except outbound.DownloadBroken as exc:
                 raise ConnectorError(
-                    f"{self.service}: the download for {what} {why}. The node will retry later.",
+                    f"{self.service}: the download for {what} {exc.why}. The node will retry later.",
                     retryable=True,
                 )
             finally:
