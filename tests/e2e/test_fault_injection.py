@@ -45,6 +45,7 @@ from tests.e2e.faults import FaultProxy, MediaOutage
 
 pytestmark = pytest.mark.e2e
 
+NETWORK_WINDOW_MAX_S = 20.0  # a network fault window stays open (up to this) until it has faulted a request
 SEED = int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(1, 1_000_000))
 EDITS = int(os.environ.get("FAULT_EDITS") or 80)
 STATUSES = ["Open", "In Progress", "Resolved", "Closed"]
@@ -159,6 +160,7 @@ class Chaos:
     items: list[Item] | None = None
     outcomes: Counter[str] = field(default_factory=Counter)
     serial: int = 0
+    window_hits: dict[str, tuple[int, float]] = field(default_factory=dict)  # faults and time at window start
 
     def outage_error(self, name: str) -> None:
         """With ``name``'s storage gone, send it an attachment from the other side and wait until the node
@@ -207,6 +209,7 @@ class Chaos:
             self.due.append((now + self.rng.uniform(1.0, 3.0), "start_web", name))
         elif kind == "network":
             self.proxies[name].rate = 0.6
+            self.window_hits[name] = (self._hits(name), now)
             self.due.append((now + self.rng.uniform(2.0, 5.0), "network_ok", name))
         elif kind == "media_outage":
             if self.media[name].active or self.items is None:
@@ -217,6 +220,9 @@ class Chaos:
             self.due.append((time.monotonic() + self.rng.uniform(1.0, 3.0), "media_ok", name))
             return
         self.faults[kind] += 1
+
+    def _hits(self, name: str) -> int:
+        return sum(self.proxies[name].counts[k] for k in FaultProxy.KINDS)
 
     def restore(self, *, everything: bool = False, keep_media: bool = False) -> None:
         now = time.monotonic()
@@ -231,6 +237,12 @@ class Chaos:
             elif action == "start_web":
                 node.start_role("web")
             elif action == "network_ok":
+                hits, opened = self.window_hits.get(name, (0, now))
+                if not everything and self._hits(name) == hits and now - opened < NETWORK_WINDOW_MAX_S:
+                    # No request crossed the window yet (the traffic went the other way): keep it open a
+                    # little longer, so that every window really faults something.
+                    self.due.append((now + 1.0, action, name))
+                    continue
                 self.proxies[name].rate = 0.0
             elif action == "media_ok":
                 self.media[name].stop()
