@@ -844,7 +844,9 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
         # When a person last edited each field this message changes, where the tracker keeps per-field
         # history: the receiver settles a conflict on that field with it (else with ``updated``).
         times = connector.field_edit_times(item) if set(payload["baseline"]) & set(ITEM_FIELDS) else {}
-        edited = {k: times[k] for k in payload["baseline"] if times.get(k)}
+        # "" (no person ever edited it here) is sent too: the receiver must not time such a field with
+        # this item's latest edit, which was another field's.
+        edited = {k: times[k] for k in payload["baseline"] if k in times}
         if edited:
             hub["edited"] = edited
     payload = validate_replica(payload)
@@ -1078,6 +1080,32 @@ def resolve_conflicts(
     return adjusted, kept
 
 
+def agreed_before(
+    twin: Twin,
+    ours: dict[str, Any] | None,
+    changed: set[str],
+    wanted: dict[str, Any],
+    held: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """``ours`` (the item before this apply, through the outgoing rules) as ``echo_replica`` should see it.
+
+    A field the sender changed in this message (``changed``) that already held, before this apply (``held``),
+    the value the incoming rules want (``wanted``) was written by an earlier attempt of this event (it wrote,
+    then died or never heard back) or typed by a person to the same value: either way the two sides now agree
+    on it. It counts as changed by this apply (its value before is the one last recorded), so it is recorded
+    as in sync. Otherwise the stale value recorded makes the node send the field back later as a change of
+    its own, which can beat a person's newer edit on the other side (found by the tracker-fault run, seed
+    502654: a summary written just before the worker was SIGKILLed came back over a later one).
+    """
+    if ours is None or held is None or twin.local_replica is None:
+        return ours
+    agreed = dict(ours)
+    for field in changed & set(ITEM_FIELDS):
+        if field in wanted and written_value_seen(field, wanted.get(field), held.get(field)):
+            agreed[field] = twin.local_replica.get(field)
+    return agreed
+
+
 def _process_incoming(twin: Twin, head: SyncEvent) -> None:
     from syncrules import sandbox
 
@@ -1107,11 +1135,12 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             first_sync = False
     if first_sync:
         before, previous, lost, ours, ours_edited = _blank_item(), {}, [], None, None
-        unannotated = None  # set once the item exists (below)
+        unannotated = held = None  # set once the item exists (below)
     else:
         current = connector.get_item(twin.local_id)
         ours, _ = build_outgoing(conn, current, rules)
         unannotated = copy.deepcopy(current)
+        held = unannotated  # the item as this apply found it
         before = _annotate(current, twin)
         ours_edited = person_time(twin, current.get("updated"))
         previous, lost = resolve_conflicts(
@@ -1123,6 +1152,7 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             local_wins_ties=conn.local_instance.uid
             > (conn.remote_instance.uid if conn.remote_instance else ""),
         )
+    changed = {field for field in hub if hub.get(field) != previous.get(field)}  # by the sender, not kept
     result = sandbox.run_incoming(
         rules.incoming,
         replica=hub,
@@ -1212,7 +1242,9 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
                         own_change=functools.cache(lambda: connector.is_own_change(applied)),
                     )
                 now, _ = build_outgoing(conn, seen, rules)
-                twin.local_replica = echo_replica(twin.local_replica, ours, now)
+                twin.local_replica = echo_replica(
+                    twin.local_replica, agreed_before(twin, ours, changed, after, held), now
+                )
             # A person's edit made while the apply ran is timed as what it is, not as the node's write.
             twin.person_updated = str((applied.get("updated") if person_edit else ours_edited) or "")[:64]
             twin.state = Twin.State.SYNCHRONIZED

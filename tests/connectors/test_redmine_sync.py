@@ -178,9 +178,10 @@ def test_a_redmine_filter_trigger_and_bulk_exalate(redmine, redmine_project, pai
     ]
 
 
-def _lose_answers(monkeypatch, wanted):  # type: ignore[no-untyped-def]
+def _lose_answers(monkeypatch, wanted, *, every=False):  # type: ignore[no-untyped-def]
     """Let every request reach Redmine, but lose the answer of the first one ``wanted(method, url, json)``
-    picks, as a dropped connection would: Redmine did the work and the node never heard."""
+    picks (of all of them with ``every``), as a dropped connection would: Redmine did the work and the node
+    never heard."""
     import requests
 
     real = requests.Session.request
@@ -188,7 +189,7 @@ def _lose_answers(monkeypatch, wanted):  # type: ignore[no-untyped-def]
 
     def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
         response = real(self, method, url, *args, **kwargs)
-        if not lost and wanted(method.upper(), url, kwargs.get("json")):
+        if (every or not lost) and wanted(method.upper(), url, kwargs.get("json")):
             lost.append(f"{method} {url}")
             raise requests.ConnectionError(
                 "('Connection aborted.', RemoteDisconnected('the answer was lost'))"
@@ -270,6 +271,52 @@ def test_a_note_and_a_file_whose_answers_were_lost_are_adopted_not_repeated(redm
     # Nothing came back to the built-in side either: one comment, one file.
     assert [c.body for c in Issue.objects.get(pk=issue.pk).comments.all()] == ["Said once"]
     assert [a.filename for a in Issue.objects.get(pk=issue.pk).attachments.all()] == ["once.txt"]
+
+
+def test_a_field_written_by_an_attempt_that_never_heard_back_does_not_come_back(
+    redmine, redmine_project, pair, monkeypatch
+):
+    # Found by the tracker-fault run (seed 502654): the node wrote a summary to Redmine, lost the answer (or
+    # its worker was SIGKILLed), and the retry found the value already there, so it never recorded it as in
+    # sync. The next Redmine change (a person's description) then carried that summary back as a change of
+    # Redmine's, timed with the description's edit, and it overwrote a newer summary typed in the built-in
+    # tracker meanwhile: both sides ended on the older summary.
+    connection, project, red = pair
+    person = _member(redmine, redmine_project)
+    issue = services.issue_create(project=project, actor="anna@example.com", summary="First")
+    pipeline.exalate(connection=connection, key=issue.key)
+    twin = connection.twins.get()
+    remote_side = red.connections.get().twins.get()
+
+    def subject_write(method: str, url: str, body: object) -> bool:
+        return method == "PUT" and isinstance(body, dict) and "subject" in (body.get("issue") or {})
+
+    lost = _lose_answers(monkeypatch, subject_write, every=True)  # the HTTP seam's own retries too
+    services.issue_update(issue=Issue.objects.get(pk=issue.pk), actor="anna@example.com", summary="Second")
+    assert lost, "the summary was not written"
+    assert remote_side.events.get(direction="in", status="pending").attempts == 1  # to be retried
+    monkeypatch.undo()
+    retry_now(remote_side.pk)
+    remote_side.refresh_from_db()
+    assert remote_side.state == "synchronized", remote_side.events.values_list("status", "error")
+    assert remote_side.local_replica["summary"] == "Second"  # recorded as in sync: nothing to send back
+
+    # A newer summary typed here waits in the queue while a person edits the description in Redmine later.
+    monkeypatch.setattr(pipeline, "nudge", lambda twin_id: None)
+    services.issue_update(issue=Issue.objects.get(pk=issue.pk), actor="anna@example.com", summary="Third")
+    time.sleep(1.1)  # Redmine keeps times to the second: the description is the later edit
+    change = {"issue": {"description": "Typed later in Redmine"}}
+    redmine.call("PUT", f"issues/{twin.remote_id}.json", switch_user=person["login"], json=change)
+    poll_instance(red.pk)
+    monkeypatch.undo()
+    for _ in range(2):
+        retry_now(remote_side.pk)  # Redmine's change first: it crosses the built-in summary on the way
+        retry_now(twin.pk)
+    remote = _redmine_issue(redmine, twin.remote_id)
+    local = Issue.objects.get(pk=issue.pk)
+    assert (local.summary, remote["subject"]) == ("Third", "Third")
+    assert (local.description, remote["description"]) == ("Typed later in Redmine",) * 2
+    assert not SyncEvent.objects.filter(status__in=["failed", "pending", "processing"]).exists()
 
 
 def _subjects(redmine, project) -> list[str]:  # type: ignore[no-untyped-def]

@@ -54,6 +54,24 @@ print(json.dumps({"events_retried": retried.count(), "extra_attempts": extra}))
 """
 
 
+HISTORY = """
+import json
+from replicas.models import SyncEvent, Twin
+out = []
+for twin in Twin.objects.filter(local_key__in=KEYS).union(Twin.objects.filter(remote_key__in=KEYS)):
+    out.append(f"twin {twin.pk} {twin.local_key}<->{twin.remote_key} state={twin.state} sent={twin.sent_seq} "
+               f"applied={twin.applied_seq} acked={twin.acked_seq} local_replica.summary="
+               f"{(twin.local_replica or {}).get('summary')!r}")
+    for e in SyncEvent.objects.filter(twin=twin).order_by("id"):
+        hub = (e.replica or {}).get("hubIssue") or {}
+        base = (e.replica or {}).get("baseline") or {}
+        out.append(f"  {e.id} {e.direction} {e.kind} {e.status} seq={e.seq} seen={e.peer_seen_seq} "
+                   f"attempts={e.attempts} summary={hub.get('summary')!r} base={base.get('summary', '-')!r} "
+                   f"edited={hub.get('edited')} {e.created_at:%H:%M:%S.%f} {e.error[:120]!r}")
+print(json.dumps(out))
+"""
+
+
 def _redmine_user(server: Any, project: dict[str, Any]) -> str:
     login = f"human{uuid.uuid4().hex[:6]}"
     user = server.call(
@@ -236,6 +254,10 @@ def test_tracker_faults_lose_and_duplicate_nothing(node_factory, redmine, redmin
             wait_for("both sides to hold every edit", converged, timeout=180, interval=1.0)
         except AssertionError:
             lines = "\n".join(differences())
+            stuck = sorted({line.split()[0] for line in differences()})
+            history = "\n".join(node.shell(HISTORY.replace("KEYS", repr(stuck))))
+            with capsys.disabled():
+                print(f"\nsync history of {stuck}:\n{history}\nnode log:\n{node.log_tail(20000)}", flush=True)
             raise AssertionError(f"Not converged (seed {seed}):\n{lines}") from None
         # Exactly once: the convergence check compares sorted lists, so a duplicate would have failed it.
     finally:
