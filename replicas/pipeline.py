@@ -733,7 +733,7 @@ def _by_id(entries: Any) -> list[Any]:
     return sorted(entries, key=lambda e: str(e.get("id")) if isinstance(e, dict) else str(e))
 
 
-def _strip(hub: dict[str, Any] | None) -> dict[str, Any]:
+def comparable(hub: dict[str, Any] | None) -> dict[str, Any]:
     """A replica as compared for "did anything change": no volatile fields, comments and attachments in
     id order."""
     return {k: _by_id(v) if k in LISTS_BY_ID else v for k, v in (hub or {}).items() if k not in VOLATILE}
@@ -861,7 +861,7 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
         locked = _lock_pair(twin)
         locked.connection = conn  # the connection (and its peer) as read for this event
         twin = head.twin = locked
-        if _strip(hub) == _strip(twin.local_replica) and not result.sync_back:
+        if comparable(hub) == comparable(twin.local_replica) and not result.sync_back:
             _finish(head, Status.SKIPPED, "Nothing to send: the replica did not change.")
         else:
             twin.sent_seq += 1
@@ -947,7 +947,8 @@ class Written:
         return seen, person
 
 
-def _blank_item() -> dict[str, Any]:
+def blank_item() -> dict[str, Any]:
+    """The item an incoming script sees on first sync: nothing there yet."""
     return {"labels": [], "comments": [], "attachments": [], "customFields": {}}
 
 
@@ -956,7 +957,8 @@ def _links(twin: Twin, kind: str) -> dict[str, str]:
     return dict(twin.links.filter(kind=kind).values_list("local_id", "remote_id"))
 
 
-def _annotate(item: dict[str, Any], twin: Twin) -> dict[str, Any]:
+def annotate(item: dict[str, Any], twin: Twin) -> dict[str, Any]:
+    """Give the item's comments and attachments the other side's ids (``remoteId``) the twin links."""
     for kind, field in ((EntityLink.Kind.COMMENT, "comments"), (EntityLink.Kind.ATTACHMENT, "attachments")):
         links = _links(twin, kind) if twin.pk else {}
         for entry in item.get(field) or []:
@@ -965,7 +967,8 @@ def _annotate(item: dict[str, Any], twin: Twin) -> dict[str, Any]:
     return item
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 time from a replica (``Z`` allowed; naive means UTC), or None if it is not one."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -1033,7 +1036,7 @@ def field_time(times: dict[str, Any], field: str, fallback: datetime | None) -> 
     value = times[field]
     if value == "":
         return NEVER
-    return _parse_time(value) or fallback
+    return parse_time(value) or fallback
 
 
 def resolve_conflicts(
@@ -1058,7 +1061,7 @@ def resolve_conflicts(
     ``person_time``, and the sender's replica carries its own). Both nodes compare the same two times and
     agree on the winner, even after one of them applied some of the other's changes in between.
     """
-    remote_item, local_item = _parse_time(hub.get("updated")), _parse_time(ours.get("updated"))
+    remote_item, local_item = parse_time(hub.get("updated")), parse_time(ours.get("updated"))
     if not previous or remote_item is None or local_item is None:
         return previous, []
     remote_times = hub.get("edited") if isinstance(hub.get("edited"), dict) else {}
@@ -1134,14 +1137,14 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
             twin.local_id, twin.local_key, twin.local_url = ref.id, ref.key, ref.url[:500]
             first_sync = False
     if first_sync:
-        before, previous, lost, ours, ours_edited = _blank_item(), {}, [], None, None
+        before, previous, lost, ours, ours_edited = blank_item(), {}, [], None, None
         unannotated = held = None  # set once the item exists (below)
     else:
         current = connector.get_item(twin.local_id)
         ours, _ = build_outgoing(conn, current, rules)
         unannotated = copy.deepcopy(current)
         held = unannotated  # the item as this apply found it
-        before = _annotate(current, twin)
+        before = annotate(current, twin)
         ours_edited = person_time(twin, current.get("updated"))
         previous, lost = resolve_conflicts(
             hub,

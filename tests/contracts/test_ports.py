@@ -1,0 +1,30 @@
+"""The ports a lower layer offers a higher one (docs/architecture.md, "Layers"): registered when the apps are
+ready, and loud when missing, so a change is never dropped silently."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from connections.transport import HttpTransport
+from instances import outbox as outbox_port
+from replicas import outbox, transport
+
+
+def test_the_pipeline_is_the_registered_outbox_and_http_the_node_to_node_transport() -> None:
+    assert outbox_port._registered() is outbox
+    assert isinstance(transport.transport_for(SimpleNamespace(is_local=False)), HttpTransport)
+    assert isinstance(transport.transport_for(SimpleNamespace(is_local=True)), transport.LocalTransport)
+
+
+def test_a_change_without_an_outbox_is_refused_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_port, "_outbox", None)
+    with pytest.raises(RuntimeError, match="'replicas' to INSTALLED_APPS"):
+        outbox_port.record_item_change(instance_id=1, item_id="1", item_key="K-1", actor="a@example.com")
+
+
+def test_a_node_to_node_send_without_a_transport_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "_remote", None)
+    with pytest.raises(RuntimeError, match="'connections' to INSTALLED_APPS"):
+        transport.transport_for(SimpleNamespace(is_local=False))
