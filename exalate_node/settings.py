@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from whitenoise.compress import Compressor
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -324,6 +325,12 @@ POLL_INTERVAL_S: float = env_float("POLL_INTERVAL_S", 10.0)
 POLL_BUSY_INTERVAL_S: float = env_float("POLL_BUSY_INTERVAL_S", 2.0)
 POLL_BUSY_WINDOW_S: float = env_float("POLL_BUSY_WINDOW_S", 60.0)
 POLL_BACKSTOP_INTERVAL_S: float = env_float("POLL_BACKSTOP_INTERVAL_S", 60.0)
+# The production web server (gunicorn, started by runnode when DEBUG=false): processes, and threads in each.
+WEB_WORKERS: int = env_int("WEB_WORKERS", 2)
+WEB_THREADS: int = env_int("WEB_THREADS", 8)
+for _var, _count in (("WEB_WORKERS", WEB_WORKERS), ("WEB_THREADS", WEB_THREADS)):
+    if _count < 1:
+        raise ImproperlyConfigured(f"{_var} is {_count}; it must be at least 1.")
 # Run pipeline tasks in the calling process (unit tests, demos without a worker).
 TASKS_INLINE: bool = env_bool("TASKS_INLINE", False)
 
@@ -350,6 +357,26 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Production serves what `runnode` collects into STATIC_ROOT at start (collectstatic): names carry a content
+# hash, gzip and Brotli copies are made once, and WhiteNoise answers hashed names with a ten-year
+# Cache-Control. That storage refuses to render a page before collectstatic has run (it needs the manifest),
+# so a development node (the demo, the test suite) keeps Django's plain storage, served from the app
+# directories by runserver (and the test suite's live server).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+if not DEBUG:
+    # Static files straight from the web process, right after the security headers are set.
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+# Compressing is most of collectstatic's time: source maps (only a browser's developer tools load them) and
+# already-compressed formats are not; only the hashed copies are kept (templates only link those).
+WHITENOISE_SKIP_COMPRESS_EXTENSIONS = [*Compressor.SKIP_COMPRESS_EXTENSIONS, "map"]
+WHITENOISE_KEEP_ONLY_HASHED_FILES = True
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 LOGIN_URL = "admin:login"

@@ -271,9 +271,10 @@ def test_the_web_process_of_runnode_keeps_no_persistent_postgres_connection(tmp_
     assert conn_max_age(DB_CONN_MAX_AGE="0") == "0"
 
 
-def test_runnode_starts_the_web_server_without_persistent_connections(monkeypatch):
+def test_runnode_starts_the_web_server_without_persistent_connections(monkeypatch, settings):
     from exalate_node.management.commands import runnode
 
+    settings.DEBUG = True  # runserver, which starts a thread per request (gunicorn's threads are a pool)
     monkeypatch.delenv("DB_CONN_MAX_AGE", raising=False)
     # The commands and environments runnode's supervisor starts (exalate_node/supervisor.py passes both to
     # Popen as they are; None: the worker inherits runnode's environment).
@@ -282,3 +283,17 @@ def test_runnode_starts_the_web_server_without_persistent_connections(monkeypatc
     }
     assert started["runserver"]["DB_CONN_MAX_AGE"] == "0"
     assert "DB_CONN_MAX_AGE" not in started["qcluster"]
+
+
+def test_runnode_serves_production_with_gunicorn_threads_and_development_with_runserver(settings):
+    from exalate_node.management.commands import runnode
+
+    settings.DEBUG = False
+    web = runnode.children("127.0.0.1:0", worker=False, grace=10)[0]
+    assert web.argv[1:4] == ["-m", "gunicorn", "exalate_node.wsgi:application"]
+    args = dict(zip(web.argv[4::2], web.argv[5::2], strict=False))
+    assert args["--worker-class"] == "gthread" and args["--bind"] == "127.0.0.1:0"
+    # Requests in flight get most of runnode's grace period; the supervisor SIGKILLs after all of it.
+    assert float(args["--graceful-timeout"]) == 9
+    settings.DEBUG = True
+    assert runnode.children("127.0.0.1:0", worker=False)[0].argv[2] == "runserver"
