@@ -243,3 +243,56 @@ def _established(port: int) -> bool:
         elif fields[3] == "0A" and int(fields[4].split(":")[1], 16) > 0:
             backlog = True
     return connected and not backlog
+
+
+ENSURE_TWICE = """
+import json
+from importlib import import_module
+from django.apps import apps
+from django_q.models import Schedule
+from replicas.schedules import SCHEDULES, ensure_schedules
+migration = import_module("replicas.migrations.0007_default_schedules")
+before = sorted(Schedule.objects.values_list("name", flat=True))
+migration.ensure(apps, None)  # what `migrate` ran, again
+ensure_schedules()  # and what bootstrap_demo runs
+after = sorted(Schedule.objects.values_list("name", flat=True))
+print(json.dumps(dict(before=before, after=after, expected=sorted(e["name"] for e in SCHEDULES))))
+"""
+
+RECONCILE_NOW = """
+import json
+from django.utils import timezone
+from django_q.models import Schedule
+from instances.models import Instance
+updated = Schedule.objects.filter(name="reconciliation").update(next_run=timezone.now())
+print(json.dumps(dict(updated=updated, instances=Instance.objects.count())))
+"""
+
+RECONCILED = """
+import json
+from django_q.models import Schedule, Task
+done = Task.objects.filter(func="replicas.tasks.reconcile_all")
+schedule = Schedule.objects.get(name="reconciliation")
+print(json.dumps(dict(ok=done.filter(success=True).count(), failed=list(done.filter(success=False)
+    .values_list("result", flat=True)), next_run=schedule.next_run.isoformat())))
+"""
+
+
+def test_a_node_set_up_without_the_demo_runs_its_schedules(running: Running) -> None:
+    """`migrate` created the schedules (no bootstrap_demo ran on this node); ensuring them again creates
+    nothing twice; and the node's own worker runs the reconciliation when it is due."""
+    node = running.node
+    names = node.shell(ENSURE_TWICE)
+    assert names["before"] == names["after"] == names["expected"]
+    assert "reconciliation" in names["expected"]
+
+    state = node.shell(RECONCILE_NOW)
+    assert state == {"updated": 1, "instances": 0}  # the schedule exists; nothing of the demo does
+
+    def finished() -> dict | None:
+        r = node.shell(RECONCILED)
+        return r if r["ok"] or r["failed"] else None
+
+    # django-q2's scheduler looks for due schedules every 30 s.
+    result = wait_for("the reconciliation task to run", finished, timeout=120, interval=2)
+    assert result["ok"] >= 1 and result["failed"] == [], result
