@@ -331,6 +331,9 @@ WEB_THREADS: int = env_int("WEB_THREADS", 8)
 for _var, _count in (("WEB_WORKERS", WEB_WORKERS), ("WEB_THREADS", WEB_THREADS)):
     if _count < 1:
         raise ImproperlyConfigured(f"{_var} is {_count}; it must be at least 1.")
+# /readyz answers 503 when no worker has run a task for this many seconds (the sweeper asks for a heartbeat
+# every 10 s; exalate_node/health.py).
+READY_WORKER_MAX_AGE: float = env_float("READY_WORKER_MAX_AGE", 60.0)
 # Run pipeline tasks in the calling process (unit tests, demos without a worker).
 TASKS_INLINE: bool = env_bool("TASKS_INLINE", False)
 
@@ -450,10 +453,10 @@ if not DEBUG:
     _HTTPS = NODE_URL.startswith("https://")
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", _HTTPS)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-    # A production node served over https redirects http to https (except /healthz, which load balancers
-    # probe over plain http) and tells browsers to stay on https (HSTS, one year by default).
+    # A production node served over https redirects http to https (except /healthz and /readyz, which load
+    # balancers probe over plain http) and tells browsers to stay on https (HSTS, one year by default).
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _HTTPS)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if _HTTPS else 0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     # Preloading is the domain owner's decision (it is hard to undo), so it is off unless asked for and

@@ -129,6 +129,17 @@ def test_the_site_is_served_by_gunicorn_with_cached_compressed_static_files(runn
     assert any(b"gunicorn" in c for c in cmdlines(running.proc.pid))
     assert not any(b"runserver" in c for c in cmdlines(running.proc.pid))
     assert "development server" not in running.text()
+    # Ready once the sweeper has asked the worker for a heartbeat and the worker has run it.
+    ready = wait_for(
+        "/readyz to answer 200",
+        lambda: (r := requests.get(f"{node.url}/readyz", timeout=5)).status_code == 200 and r,
+        timeout=60,
+    )
+    assert ready.json()["checks"] == {
+        "database": {"ok": True},
+        "broker": {"ok": True},
+        "worker": {"ok": True},
+    }
 
     login = requests.get(f"{node.url}/admin/login/", timeout=5)
     assert login.status_code == 200
