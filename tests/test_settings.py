@@ -297,3 +297,36 @@ def test_runnode_serves_production_with_gunicorn_threads_and_development_with_ru
     assert float(args["--graceful-timeout"]) == 9
     settings.DEBUG = True
     assert runnode.children("127.0.0.1:0", worker=False)[0].argv[2] == "runserver"
+
+
+def test_runnode_collects_static_files_once_and_again_when_they_change(settings, tmp_path):
+    """A restart does not spend seconds compressing unchanged files; a changed file is collected anew,
+    under a new hashed name (so browsers holding the old one for a year never see stale CSS)."""
+    from django.contrib.staticfiles.storage import staticfiles_storage
+
+    from exalate_node.management.commands.runnode import collect_static
+
+    source = tmp_path / "src"
+    (source / "ui").mkdir(parents=True)
+    (source / "ui" / "site.css").write_text("body { color: #123456; }\n" * 50)
+    settings.STATICFILES_DIRS = [source]
+    settings.STATICFILES_FINDERS = ["django.contrib.staticfiles.finders.FileSystemFinder"]
+    settings.STATIC_ROOT = tmp_path / "static"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+    said: list[str] = []
+    collect_static(said.append)
+    first = staticfiles_storage.url("ui/site.css")
+    assert re.fullmatch(r"/static/ui/site\.[0-9a-f]{12}\.css", first)
+    hashed = tmp_path / "static" / first.removeprefix("/static/")
+    assert hashed.exists() and hashed.with_name(hashed.name + ".br").exists()
+    assert hashed.with_name(hashed.name + ".gz").exists()
+    collect_static(said.append)
+    assert len(said) == 1  # the second start found nothing to do
+
+    (source / "ui" / "site.css").write_text("body { color: #654321; }\n" * 50)
+    collect_static(said.append)
+    assert len(said) == 2
+    assert staticfiles_storage.url("ui/site.css") != first
