@@ -24,3 +24,16 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class Heartbeat(models.Model):
+    """The last time a part of the node showed it is working, by role ("sweeper", "worker"): written by the
+    sweeper's loop and by a tiny task the sweeper enqueues for the worker (``exalate_node.health``), read
+    by ``/readyz``. One row per role; any host's process of that role updates it."""
+
+    role = models.CharField(max_length=20, primary_key=True)
+    beat_at = models.DateTimeField()
+    host = models.CharField(max_length=255, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"{self.role} at {self.beat_at:%Y-%m-%d %H:%M:%S} on {self.host}"

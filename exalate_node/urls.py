@@ -1,4 +1,5 @@
-"""URL root: admin UI, integration API (/api/v1/), node-to-node protocol (/node/v1/), health."""
+"""URL root: admin UI, integration API (/api/v1/), node-to-node protocol (/node/v1/), health (/healthz:
+liveness; /readyz: readiness)."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -16,6 +17,7 @@ admin.site.index_title = "Sync node administration"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("admin/login/", views.admin_login, name="admin-login-throttled"),
     path("admin/", admin.site.urls),
     path("ui/", include("exalate_node.ui.urls")),

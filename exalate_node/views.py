@@ -7,6 +7,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.views import defaults
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied, Throttled, ValidationError
@@ -96,6 +97,20 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok", "version": __version__})
+
+
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness, for load balancers and orchestrators: 200 when the database, the task broker and a
+    recent worker heartbeat are all there; 503 naming the failing part and what to do
+    (exalate_node/health.py). Anonymous, like /healthz: it says nothing secret."""
+    from exalate_node.health import readiness
+
+    ready, checks = readiness()
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "version": __version__, "checks": checks},
+        status=200 if ready else 503,
+    )
 
 
 class TokenRequestSerializer(serializers.Serializer):

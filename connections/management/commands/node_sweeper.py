@@ -24,6 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, interval: float, once: bool, **opts: Any) -> None:
         from connections.tasks import sweep as sweep_delivery
+        from exalate_node.health import SweeperHeartbeat
         from instances.polling import poll_due as poll_trackers
         from replicas.tasks import sweep as sweep_pipeline
 
@@ -41,8 +42,13 @@ class Command(BaseCommand):
             announce_all()  # peers that queued messages for us retry now, not after their backoff
         except Exception as exc:
             self.stderr.write(f"Could not announce this node to its peers: {type(exc).__name__}: {exc}")
+        heartbeat = SweeperHeartbeat()  # what /readyz reads: this loop's, and the worker's through a task
         while not stopping:
             close_old_connections()
+            try:
+                heartbeat.tick()
+            except Exception as exc:
+                self.stderr.write(f"Heartbeat failed: {type(exc).__name__}: {exc}")
             try:
                 sweep_delivery()
                 sweep_pipeline()
