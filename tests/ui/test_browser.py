@@ -321,3 +321,49 @@ def test_bulk_exalate_progress_in_a_browser(page, two_trackers):
     )
     assert "Done" in page.inner_text(f"#job-{job.pk} .job-status")
     assert not page.is_visible(f"#job-{job.pk} .cancel-form")
+
+
+@closes_db_connections
+def test_open_pages_show_a_sync_without_a_reload(page, two_trackers):
+    """Exalate an item while its Entity Sync Status page, the dashboard and the connection page are open:
+    each shows the change within a second or two, and none of them was reloaded."""
+    from connections.services import connection_create_local
+    from instances.tracker import services
+    from replicas import pipeline
+
+    sup, eng = two_trackers
+    a, _b = connection_create_local(
+        name="Support ⇄ Engineering", instance_a=sup.instance, instance_b=eng.instance
+    )
+    pipeline._META_CACHE.clear()
+    first = services.issue_create(project=sup, actor="anna@example.com", summary="Printer on fire")
+    second = services.issue_create(project=sup, actor="anna@example.com", summary="Toner low")
+
+    page.goto(f"/ui/status/?instance={sup.instance.pk}&key={first.key}")
+    assert "is not synced on any connection" in page.inner_text("#live-status")
+    page.evaluate("window.notReloaded = true")
+    pipeline.exalate(connection=a, key=first.key)
+    page.wait_for_selector("#live-status .twin .badge-synchronized", timeout=5_000)
+    assert "ENG-1" in page.inner_text("#live-status .remote-link")
+    assert "just now" in page.inner_text("#live-status .facts") or "seconds ago" in page.inner_text(
+        "#live-status .facts"
+    )
+    assert page.evaluate("window.notReloaded") is True
+    shot(page, "live-status")
+
+    others = page.context.new_page()
+    others.goto(f"/ui/connections/{a.pk}/")
+    others.evaluate("window.notReloaded = true")
+    page.goto("/ui/")
+    page.evaluate("window.notReloaded = true")
+    before = page.inner_text("#live-dashboard .card-num >> nth=1")
+    pipeline.exalate(connection=a, key=second.key)
+    page.wait_for_function(
+        "n => document.querySelectorAll('#live-dashboard .card-num')[1].textContent.trim() !== n",
+        arg=before,
+        timeout=5_000,
+    )
+    others.wait_for_selector(f"#live-connection-items >> text={second.key}", timeout=5_000)
+    assert page.evaluate("window.notReloaded") is True
+    assert others.evaluate("window.notReloaded") is True
+    others.close()
