@@ -15,7 +15,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
@@ -102,6 +102,26 @@ def connections_annotated() -> QuerySet[Connection]:
     )
 
 
+# A local connection is two rows joined by ``peer``, one per side; lists and counts show it once, by the side
+# with the lower id. Connections with another node have one row here.
+ONE_ROW = Q(peer__isnull=True) | Q(pk__lt=F("peer_id"))
+
+
+def connection_rows(*, limit: int | None = None) -> list[Connection]:
+    """One row per connection for the lists: a local connection's first side, with ``other_side`` (its
+    peer's row) and the queued and failed events of both sides added up. Items under sync are the first
+    side's: each synced pair has a twin on either side."""
+    query = connections_annotated().filter(ONE_ROW)
+    rows = list(query[:limit] if limit else query)
+    peers = connections_annotated().in_bulk([c.peer_id for c in rows if c.peer_id])
+    for row in rows:
+        row.other_side = peers.get(row.peer_id)  # type: ignore[attr-defined]
+        if row.other_side is not None:  # type: ignore[attr-defined]
+            row.queued_events += row.other_side.queued_events  # type: ignore[attr-defined]
+            row.failed_events += row.other_side.failed_events  # type: ignore[attr-defined]
+    return rows
+
+
 # --- dashboard ----------------------------------------------------------------------------------------------
 
 
@@ -116,10 +136,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     open_errors = SyncError.objects.filter(resolved_at__isnull=True)
     context = {
         "title": "Dashboard",
-        "connections": connections_annotated()[:20],
+        "connections": connection_rows(limit=20),
+        "connection_count": Connection.objects.filter(ONE_ROW).count(),
         "queue": queue,
         "failed_events": SyncEvent.objects.filter(status=SyncEvent.Status.FAILED).count(),
-        "twin_count": Twin.objects.filter(unexalated_at__isnull=True).exclude(local_id="").count(),
+        "twin_count": Twin.objects.filter(unexalated_at__isnull=True)
+        .filter(Q(connection__peer__isnull=True) | Q(connection_id__lt=F("connection__peer_id")))
+        .exclude(local_id="")
+        .count(),
         "recent_events": SyncEvent.objects.select_related("connection", "connection__local_instance")[:10],
         "open_errors": open_errors.select_related("connection", "twin")[:6],
         "open_error_count": open_errors.count(),
@@ -149,7 +173,7 @@ def connection_list(request: HttpRequest) -> HttpResponse:
             return redirect("ui:connection", pk=side_a.pk)
     context = {
         "title": "Connections",
-        "connections": connections_annotated(),
+        "connections": connection_rows(),
         "form": form,
         "local_instance_count": forms.local_instances().count(),
     }
