@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from exalate_node.templatetags.links import item_url
 from instances.connectors import get_connector
 from instances.models import Instance
 from replicas.models import SyncError, SyncEvent, Twin
@@ -31,8 +32,8 @@ def sync_status(*, instance: Instance, key: str, events: int = 50) -> dict[str, 
                 "id": twin.pk,
                 "connection": {"id": twin.connection_id, "name": twin.connection.name},
                 "state": twin.state,
-                "local": {"id": twin.local_id, "key": twin.local_key, "url": twin.local_url},
-                "remote": {"id": twin.remote_id, "key": twin.remote_key, "url": twin.remote_url},
+                "local": {"id": twin.local_id, "key": twin.local_key, "url": item_url(twin.local_url)},
+                "remote": {"id": twin.remote_id, "key": twin.remote_key, "url": item_url(twin.remote_url)},
                 "last_synced_at": twin.last_synced_at,
                 "local_replica": twin.local_replica,
                 "remote_replica": twin.remote_replica,

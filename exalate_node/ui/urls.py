@@ -44,6 +44,7 @@ urlpatterns = [
     path("tracker/", views.tracker_list, name="tracker"),
     path("tracker/new/", views.tracker_issue_create, name="issue_create"),
     path("tracker/attachments/<int:pk>/", views.tracker_attachment, name="attachment"),
+    path("tracker/issues/<int:pk>/", views.tracker_issue_by_id, name="issue_by_id"),
     path("tracker/<str:key>/", views.tracker_issue, name="issue"),
     path("tracker/<str:key>/comment/", views.tracker_comment, name="comment"),
     path("tracker/<str:key>/attach/", views.tracker_attach, name="attach"),

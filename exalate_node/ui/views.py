@@ -864,6 +864,14 @@ def tracker_issue(request: HttpRequest, key: str) -> HttpResponse:
     return _issue_page(request, issue, form=form)
 
 
+@staff_member_required
+@require_GET
+def tracker_issue_by_id(request: HttpRequest, pk: int) -> HttpResponse:
+    """The link an item carries (``BuiltinConnector.url_for``): by id, which stays when a key changes."""
+    issue = get_object_or_404(Issue.objects.only("key"), pk=pk)
+    return redirect("ui:issue", key=issue.key)
+
+
 def _issue_page(request: HttpRequest, issue: Issue, **forms_: Any) -> HttpResponse:
     instance = issue.project.instance
     context = {

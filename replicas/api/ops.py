@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -15,6 +16,7 @@ from rest_framework.views import APIView
 
 from connections.models import Connection
 from exalate_node.api import TRACKER_FAILURES, tracker_failed
+from exalate_node.templatetags.links import item_url
 from instances.connectors import ConnectorError
 from replicas import bulk, reconcile, selectors, triggers
 from replicas.models import BulkJob, ReconciliationReport, Trigger, Twin
@@ -200,6 +202,12 @@ class TwinSerializer(serializers.ModelSerializer):
             "last_synced_at",
             "created_at",
         ]
+
+    def to_representation(self, instance: Twin) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        # Older built-in tracker links pointed at the admin change form: the item's UI page instead.
+        data["local_url"], data["remote_url"] = item_url(data["local_url"]), item_url(data["remote_url"])
+        return data
 
 
 class TwinListView(ListAPIView):
