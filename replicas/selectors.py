@@ -23,7 +23,8 @@ def twins_for_item(*, instance: Instance, key: str) -> QuerySet[Twin]:
 
 def sync_status(*, instance: Instance, key: str, events: int = 50) -> dict[str, Any]:
     """Entity Sync Status: for each connection the item is synced on, the twin's state, the remote item,
-    the local and remote replica (and the one before), the event timeline and open errors."""
+    the local and remote replica (and the one before), the newest ``events`` of the event timeline (and how
+    many there are in all, ``event_count``) and open errors."""
     result: dict[str, Any] = {"instance": instance.name, "key": key, "twins": []}
     for twin in twins_for_item(instance=instance, key=key):
         timeline = SyncEvent.objects.filter(twin=twin).order_by("-id")[:events]
@@ -38,6 +39,7 @@ def sync_status(*, instance: Instance, key: str, events: int = 50) -> dict[str, 
                 "local_replica": twin.local_replica,
                 "remote_replica": twin.remote_replica,
                 "previous_remote_replica": twin.prev_remote_replica,
+                "event_count": SyncEvent.objects.filter(twin=twin).count(),
                 "events": [
                     {
                         "trace_id": str(e.trace_id),

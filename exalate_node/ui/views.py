@@ -40,6 +40,8 @@ from syncrules.models import RulesVersion
 
 QUEUED = (SyncEvent.Status.PENDING, SyncEvent.Status.PROCESSING, SyncEvent.Status.SENT)
 PAGE_SIZE = 25
+TIMELINE_STEP = 20  # Entity Sync Status shows the newest 20 events; "Show older" adds 20 more at a time
+TIMELINE_MAX = 1000
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -403,6 +405,7 @@ def entity_status(request: HttpRequest) -> HttpResponse:
 
     form = forms.StatusForm(request.GET or None)
     status, twins = None, []
+    shown = _timeline_length(request.GET.get("events"))
     if form.is_bound and form.is_valid():
         key = form.cleaned_data["key"]
         instance = form.cleaned_data["instance"] or _find_instance(key)
@@ -410,7 +413,7 @@ def entity_status(request: HttpRequest) -> HttpResponse:
             form.add_error("instance", f"Choose the instance {key} belongs to: no built-in tracker has it.")
         else:
             try:
-                status = sync_status(instance=instance, key=key)
+                status = sync_status(instance=instance, key=key, events=shown)
             except TRACKER_FAILURES as exc:
                 form.add_error(None, f"Could not look up {key}. {tracker_failed(instance, exc).detail}")
             except Exception as exc:  # a tracker that cannot be reached must not break the page
@@ -424,8 +427,20 @@ def entity_status(request: HttpRequest) -> HttpResponse:
         "status": status,
         "twins": twins,
         "item": _local_issue(status),
+        "shown": shown,
+        "more": min(shown + TIMELINE_STEP, TIMELINE_MAX),
     }
     return _page(request, "ui/status.html", context)
+
+
+def _timeline_length(value: str | None) -> int:
+    """How many timeline events to show (``?events=``): TIMELINE_STEP unless asked for more, at most
+    TIMELINE_MAX; anything that is not a number is the default."""
+    try:
+        wanted = int(value or TIMELINE_STEP)
+    except ValueError:
+        return TIMELINE_STEP
+    return max(TIMELINE_STEP, min(wanted, TIMELINE_MAX))
 
 
 def _local_issue(status: dict[str, Any] | None) -> Issue | None:
@@ -450,7 +465,8 @@ def _status_twins(status: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 **data,
                 "twin": twin,
-                "local_pretty": _pretty(data["local_replica"]),
+                "local_pretty": _pretty(_as_sent(data["local_replica"])),
+                "remote_payload_pretty": _pretty(_as_received(twin, data["remote_replica"])),
                 "remote_pretty": remote,
                 "remote_diff": _diff(previous, remote, "previous remote replica", "remote replica")
                 if previous
@@ -458,6 +474,29 @@ def _status_twins(status: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _as_sent(hub_issue: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The local replica as it travels: the version this node sends, and the hubIssue."""
+    from replicas.schema import wrap
+
+    return wrap(hub_issue) if hub_issue is not None else None
+
+
+def _as_received(twin: Twin, hub_issue: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The remote replica as it arrived (with the sender's version), from the newest incoming event that
+    carried it; just the hubIssue when no stored event has it any more."""
+    if hub_issue is None:
+        return None
+    received = (
+        SyncEvent.objects.filter(twin=twin, direction=SyncEvent.Direction.INCOMING, replica__isnull=False)
+        .order_by("-id")
+        .values_list("replica", flat=True)
+        .first()
+    )
+    if isinstance(received, dict) and received.get("hubIssue") == hub_issue:
+        return received
+    return hub_issue
 
 
 @staff_member_required
