@@ -1,8 +1,10 @@
 """URL root: admin UI, integration API (/api/v1/), node-to-node protocol (/node/v1/), health."""
 
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.templatetags.static import static
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView
 
 from exalate_node import views
 
@@ -24,5 +26,9 @@ urlpatterns = [
     path("node/v1/", include("connections.node_urls")),
     path("hooks/", include("instances.webhook_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", views.api_docs, name="api-docs"),
+    path("favicon.ico", RedirectView.as_view(url=static("ui/favicon.svg"), permanent=True)),
+    # Last: any other URL for people gets the product's 404 page, also on a DEBUG node. The machine prefixes
+    # keep handler404's JSON (and Django's own behaviour), static and media files their handlers.
+    re_path(r"^(?!api/|node/|hooks/|static/|media/|admin/)(?P<path>.*)$", views.page_not_found),
 ]

@@ -198,6 +198,7 @@ def connection_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "connection": connection,
         "twins": paginator.get_page(request.GET.get("page")),
         "exalate_form": forms.ItemKeyForm(),
+        "example_key": _example_key(connection.local_instance),
         "rules": RulesVersion.objects.filter(connection=connection).order_by("-version").first(),
         "key_fingerprint": "" if connection.is_local else key_fingerprint(connection),
         "pending_invitation": connection.invitations.filter(
@@ -205,6 +206,16 @@ def connection_detail(request: HttpRequest, pk: int) -> HttpResponse:
         ).first(),
     }
     return _page(request, "ui/connections/detail.html", context)
+
+
+def _example_key(instance: Instance) -> str:
+    """An item key of this instance to show as an example (its newest issue, else its first project's
+    first key); empty for trackers whose items this node does not store."""
+    newest = Issue.objects.filter(project__instance=instance).order_by("-id").values_list("key", flat=True)
+    if key := newest.first():
+        return key
+    project = Project.objects.filter(instance=instance).order_by("id").values_list("key", flat=True).first()
+    return f"{project}-1" if project else ""
 
 
 def _connection_action(request: HttpRequest, pk: int, action: Any, done: str) -> HttpResponse:
@@ -285,7 +296,12 @@ def connection_exalate(request: HttpRequest, pk: int) -> HttpResponse:
     connection = get_object_or_404(Connection, pk=pk)
     form = forms.ItemKeyForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Enter the key of a local item, e.g. SUP-1.")
+        example = _example_key(connection.local_instance)
+        messages.error(
+            request,
+            f"Enter the key of an item of {connection.local_instance.name}"
+            + (f", e.g. {example}." if example else "."),
+        )
         return _back(request, reverse("ui:connection", args=[pk]))
     try:
         twin = pipeline.exalate(connection=connection, key=form.cleaned_data["key"])
@@ -459,6 +475,7 @@ def _status_twins(status: dict[str, Any]) -> list[dict[str, Any]]:
     for data in status["twins"]:
         for event in data["events"]:
             event["rules_number"] = numbers.get(event["rules_version"])
+            event["status_label"] = _label(SyncEvent.Status, event["status"])
         twin = models[data["id"]]
         remote, previous = _pretty(data["remote_replica"]), _pretty(data["previous_remote_replica"])
         rows.append(
@@ -474,6 +491,11 @@ def _status_twins(status: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _label(choices: Any, value: str) -> str:
+    """The display label of a choice value, as the model's get_FOO_display would show it."""
+    return str(dict(choices.choices).get(value, value))
 
 
 def _as_sent(hub_issue: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -866,10 +888,16 @@ def tracker_list(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 @require_http_methods(["GET", "POST"])
 def tracker_issue_create(request: HttpRequest) -> HttpResponse:
-    """Create an issue in a project (``?project=KEY``)."""
-    project = get_object_or_404(
-        Project, key=(request.GET.get("project") or request.POST.get("project") or "")
-    )
+    """Create an issue in a project (``?project=KEY``); without a known project, a page to choose one."""
+    wanted = (request.GET.get("project") or request.POST.get("project") or "").strip()
+    project = Project.objects.filter(key=wanted).first() if wanted else None
+    if project is None:
+        context = {
+            "title": "New issue: choose a project",
+            "wanted": wanted,
+            "projects": Project.objects.select_related("instance").order_by("key"),
+        }
+        return _page(request, "ui/tracker/choose_project.html", context, status=404 if wanted else 200)
     form = forms.IssueForm(request.POST or None, project=project)
     if request.method == "POST" and form.is_valid():
         try:
