@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections.models import Connection
-from exalate_node.api import TRACKER_FAILURES, tracker_failed
+from exalate_node.api import TRACKER_FAILURES, Pagination, tracker_failed
 from exalate_node.templatetags.links import item_url
 from instances.connectors import ConnectorError
 from replicas import bulk, reconcile, selectors, triggers
@@ -39,6 +39,7 @@ class TriggerSerializer(serializers.ModelSerializer):
 class TriggerListView(ListAPIView):
     """Triggers of this side of the connection; POST adds one (the query is checked by the tracker)."""
 
+    pagination_class = Pagination
     serializer_class = TriggerSerializer
     queryset = Trigger.objects.none()  # for the schema; the real one depends on the URL
 
@@ -214,6 +215,7 @@ class TwinListView(ListAPIView):
     """Items under sync on the connection; ``?stuck_minutes=N`` lists those not synchronized for N
     minutes; ``?state=`` filters by state."""
 
+    pagination_class = Pagination
     serializer_class = TwinSerializer
     queryset = Twin.objects.none()  # for the schema; the real one depends on the URL
 
