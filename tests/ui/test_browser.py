@@ -367,3 +367,36 @@ def test_open_pages_show_a_sync_without_a_reload(page, two_trackers):
     assert page.evaluate("window.notReloaded") is True
     assert others.evaluate("window.notReloaded") is True
     others.close()
+
+
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [];
+  // Tables may scroll inside their .table-wrap; the page, the navigation and the cards may not.
+  const parts = "#header, .ui-nav, .ui-nav a, .cards, .card, .card > *, .breadcrumbs";
+  for (const el of document.querySelectorAll(parts)) {
+    const box = el.getBoundingClientRect();
+    if (box.right > width + 1 || el.scrollWidth > el.clientWidth + 1) {
+      wide.push((el.id || el.className || el.tagName) + " " + Math.round(box.right) + "/" + el.scrollWidth);
+    }
+  }
+  const page = document.documentElement.scrollWidth;
+  if (page > width + 1) { wide.push("page " + page); }
+  return wide;
+}"""
+
+
+@closes_db_connections
+def test_at_390_px_nothing_overflows_or_is_clipped(page, synced):
+    a, _b, issue = synced
+    page.set_viewport_size({"width": 390, "height": 844})
+    for name, url in [
+        ("dashboard", "/ui/"),
+        ("connections", "/ui/connections/"),
+        ("connection", f"/ui/connections/{a.pk}/"),
+        ("status", f"/ui/status/?instance={a.local_instance_id}&key={issue.key}"),
+        ("queue", "/ui/queue/"),
+    ]:
+        page.goto(url)
+        shot(page, f"mobile-{name}")
+        assert page.evaluate(OVERFLOW) == [], name
