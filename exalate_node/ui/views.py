@@ -939,8 +939,44 @@ def tracker_issue_by_id(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("ui:issue", key=issue.key)
 
 
+NODE_ACTOR = "exalate-node:"  # replicas.pipeline.actor_for: the name the node writes under per connection
+
+
+def _people(actors: set[str]) -> dict[str, str]:
+    """What a page calls who made a change: the node's own account (``exalate-node:<connection uid>``)
+    becomes the sync it made it for ("Sync from Engineering via “Support ⇄ Engineering”"); people stay."""
+    import uuid
+
+    uids = {}
+    for actor in actors:
+        if actor.startswith(NODE_ACTOR):
+            try:
+                uids[actor] = uuid.UUID(actor[len(NODE_ACTOR) :])
+            except ValueError:
+                continue
+    found = Connection.objects.filter(uid__in=uids.values()).select_related("remote_instance")
+    by_uid = {c.uid: c for c in found}
+    labels = {}
+    for actor, uid in uids.items():
+        conn = by_uid.get(uid)
+        if conn is None:
+            labels[actor] = "Sync (a connection since deleted)"
+        elif conn.remote_instance is not None:
+            labels[actor] = f"Sync from {conn.remote_instance.name} via “{conn.name}”"
+        else:
+            labels[actor] = f"Sync via “{conn.name}”"
+    return labels
+
+
 def _issue_page(request: HttpRequest, issue: Issue, **forms_: Any) -> HttpResponse:
     instance = issue.project.instance
+    comments, changes = list(issue.comments.all()), list(issue.changes.all()[:20])
+    people = _people({issue.updated_by, *(c.author for c in comments), *(ch.actor for ch in changes)} - {""})
+    issue.updated_by_label = people.get(issue.updated_by, issue.updated_by)  # type: ignore[attr-defined]
+    for comment in comments:
+        comment.author_label = people.get(comment.author, comment.author)  # type: ignore[attr-defined]
+    for change in changes:
+        change.actor_label = people.get(change.actor, change.actor)  # type: ignore[attr-defined]
     context = {
         "title": f"{issue.key}: {issue.summary}",
         "issue": issue,
@@ -948,9 +984,9 @@ def _issue_page(request: HttpRequest, issue: Issue, **forms_: Any) -> HttpRespon
         or forms.IssueForm(project=issue.project, initial=forms.IssueForm.initial_for(issue)),
         "comment_form": forms_.get("comment_form") or forms.CommentForm(),
         "attachment_form": forms_.get("attachment_form") or forms.AttachmentForm(),
-        "comments": issue.comments.all(),
+        "comments": comments,
         "attachments": issue.attachments.all(),
-        "changes": issue.changes.all()[:20],
+        "changes": changes,
         "twins": Twin.objects.filter(
             connection__local_instance=instance, local_id=str(issue.pk)
         ).select_related("connection"),
