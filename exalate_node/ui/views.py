@@ -116,12 +116,32 @@ def connection_rows(*, limit: int | None = None) -> list[Connection]:
     query = connections_annotated().filter(ONE_ROW)
     rows = list(query[:limit] if limit else query)
     peers = connections_annotated().in_bulk([c.peer_id for c in rows if c.peer_id])
+    waiting = _waiting_for_acceptance([c.pk for c in rows if c.status == Connection.Status.PENDING])
     for row in rows:
+        # Pending with no code that can still be accepted: say so instead of "waiting for acceptance".
+        row.invitation_expired = row.status == Connection.Status.PENDING and row.pk not in waiting  # type: ignore[attr-defined]
         row.other_side = peers.get(row.peer_id)  # type: ignore[attr-defined]
         if row.other_side is not None:  # type: ignore[attr-defined]
             row.queued_events += row.other_side.queued_events  # type: ignore[attr-defined]
             row.failed_events += row.other_side.failed_events  # type: ignore[attr-defined]
     return rows
+
+
+def _waiting_for_acceptance(pending_ids: list[int]) -> set[int]:
+    """Of these pending connections, those with an invitation code that can still be accepted."""
+    from django.utils import timezone
+
+    from connections.models import Invitation
+
+    if not pending_ids:
+        return set()
+    live = Invitation.objects.filter(
+        connection_id__in=pending_ids,
+        used_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    )
+    return set(live.values_list("connection_id", flat=True))
 
 
 # --- dashboard ----------------------------------------------------------------------------------------------
@@ -201,9 +221,11 @@ def connection_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "example_key": _example_key(connection.local_instance),
         "rules": RulesVersion.objects.filter(connection=connection).order_by("-version").first(),
         "key_fingerprint": "" if connection.is_local else key_fingerprint(connection),
-        "pending_invitation": connection.invitations.filter(
-            used_at__isnull=True, revoked_at__isnull=True
-        ).first(),
+        "pending_invitation": connection.invitations.filter(used_at__isnull=True, revoked_at__isnull=True)
+        .order_by("-created_at")
+        .first(),
+        "invitation_expired": connection.status == Connection.Status.PENDING
+        and not _waiting_for_acceptance([connection.pk]),
     }
     return _page(request, "ui/connections/detail.html", context)
 
@@ -381,6 +403,16 @@ def connection_accept(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             preview = preview_invitation(data["code"])
+            own = _own_invitation(preview)
+            if own is not None and (own.used_at or own.revoked_at):
+                used = "was already used" if own.used_at else "was revoked"
+                raise InvitationError(
+                    "used",
+                    f"This code {used}: a code works once. Ask the admin who sent it for a new one "
+                    "(Connections → the pending connection → New invitation code).",
+                )
+            if own is not None or _is_this_node(preview):
+                preview["own"] = True
             if request.POST.get("confirm") == "1":
                 connection = accept(
                     code=data["code"],
@@ -399,6 +431,31 @@ def connection_accept(request: HttpRequest) -> HttpResponse:
         preview["expires"] = datetime.fromisoformat(preview["expires_at"])
     context = {"title": "Accept an invitation", "form": form, "preview": preview}
     return _page(request, "ui/connections/accept.html", context, status=400 if form.errors else 200)
+
+
+def _own_invitation(preview: dict[str, Any]) -> Any:
+    """The invitation of this node a previewed code is (same instance and fingerprint), else None. Codes of
+    other nodes cannot be checked before connecting: their node refuses a used code at Connect."""
+    from connections.models import Invitation
+
+    uid = (preview.get("instance") or {}).get("uid")
+    if not uid or not Instance.objects.filter(uid=uid, kind=Instance.Kind.LOCAL).exists():
+        return None
+    return (
+        Invitation.objects.filter(
+            fingerprint=preview.get("fingerprint", ""), connection__local_instance__uid=uid
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _is_this_node(preview: dict[str, Any]) -> bool:
+    """Whether a previewed code was made by this very node (accepting it makes a loop-back connection)."""
+    from django.conf import settings
+
+    url = str((preview.get("node") or {}).get("url") or "").rstrip("/")
+    return bool(url) and url == settings.NODE_URL.rstrip("/")
 
 
 # --- entity sync status -------------------------------------------------------------------------------------
