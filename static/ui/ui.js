@@ -6,7 +6,7 @@
    - table[data-progress-url]: refresh the bulk jobs' progress bars every 2 s while a job is queued or running
    - [data-live]: parts of a page that change on their own (states, counts, timelines) are fetched again every
      second and swapped in place, while the tab is visible; open <details> stay open, a part the admin is
-     typing or clicking in is left alone until they are done */
+     typing, clicking or selecting text in is left alone until they are done */
 (function () {
   "use strict";
 
@@ -195,14 +195,23 @@
     });
   }
 
+  var pressing = false;  // a click in progress: swapping now would drop it (mousedown and mouseup on different nodes)
+  document.addEventListener("pointerdown", function () { pressing = true; }, true);
+  document.addEventListener("pointerup", function () { pressing = false; }, true);
+  document.addEventListener("pointercancel", function () { pressing = false; }, true);
+
   function busy(region) {
+    if (pressing) { return true; }
     var active = document.activeElement;
-    return active && active !== document.body && region.contains(active) &&
-      /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName);
+    if (active && active !== document.body && region.contains(active) &&
+        /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName)) { return true; }
+    var selection = window.getSelection && window.getSelection();  // text being selected or copied
+    return !!(selection && !selection.isCollapsed && selection.rangeCount &&
+      region.contains(selection.getRangeAt(0).commonAncestorContainer));
   }
 
   function liveRegions() {
-    var timer = null, stopped = false, inflight = false;
+    var timer = null, stopped = false, inflight = false, polls = 0;
     var status = document.querySelector(".live-status");
 
     function schedule() {
@@ -239,6 +248,8 @@
             restoreDetails(region, open);
           });
           if (status) { status.textContent = "Live"; status.classList.remove("stopped"); }
+          polls += 1;
+          document.documentElement.dataset.livePolls = String(polls);  // tests wait on it
           schedule();
         })
         .catch(function (err) {

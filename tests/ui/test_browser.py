@@ -400,3 +400,28 @@ def test_at_390_px_nothing_overflows_or_is_clipped(page, synced):
         page.goto(url)
         shot(page, f"mobile-{name}")
         assert page.evaluate(OVERFLOW) == [], name
+
+
+@closes_db_connections
+def test_a_live_page_leaves_selected_text_alone(page, synced):
+    """Selecting a trace id to copy it must survive the page's refresh, even while the events change."""
+    from replicas import pipeline
+
+    a, _b, issue = synced
+    page.goto(f"/ui/status/?instance={a.local_instance_id}&key={issue.key}")
+    page.evaluate(
+        """() => { const code = document.querySelector('#live-status code.trace');
+                   window.getSelection().selectAllChildren(code); window.selectedNode = code; }"""
+    )
+    selected = page.evaluate("window.getSelection().toString()")
+    pipeline.exalate(connection=a, key=issue.key)  # a new event: the region has new content to show
+    polls = int(page.evaluate("document.documentElement.dataset.livePolls || '0'"))
+    page.wait_for_function(
+        f"Number(document.documentElement.dataset.livePolls) >= {polls + 2}", timeout=5_000
+    )
+    assert page.evaluate("window.getSelection().toString()") == selected
+    assert page.evaluate("document.contains(window.selectedNode)") is True
+    page.evaluate("window.getSelection().removeAllRanges()")
+    page.wait_for_function(
+        "document.querySelectorAll('#live-status .events tbody tr').length > 2", timeout=5_000
+    )
