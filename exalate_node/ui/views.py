@@ -486,7 +486,9 @@ def entity_status(request: HttpRequest) -> HttpResponse:
             form.add_error("instance", f"Choose the instance {key} belongs to: no built-in tracker has it.")
         else:
             try:
-                status = sync_status(instance=instance, key=key, events=shown)
+                # The page's own refresh (static/ui/ui.js) reuses the tracker's answer for the key.
+                live = request.headers.get("X-Live-Poll") == "1"
+                status = sync_status(instance=instance, key=key, events=shown, reuse_lookup=live)
             except TRACKER_FAILURES as exc:
                 form.add_error(None, f"Could not look up {key}. {tracker_failed(instance, exc).detail}")
             except Exception as exc:  # a tracker that cannot be reached must not break the page

@@ -65,3 +65,23 @@ def test_a_live_refresh_does_not_use_up_the_message_for_the_page(staff, synced):
 
     shown = staff.get(url)
     assert "its current state is queued" in shown.content.decode()
+
+
+def test_a_live_refresh_of_the_status_page_does_not_ask_the_tracker_each_time(staff, synced, monkeypatch):
+    from django.core.cache import cache
+
+    from instances.connectors.builtin import BuiltinConnector
+
+    a, _b, issue = synced
+    cache.clear()
+    asked = []
+    real = BuiltinConnector.find_item
+    monkeypatch.setattr(BuiltinConnector, "find_item", lambda self, key: asked.append(key) or real(self, key))
+    url = reverse("ui:status") + f"?instance={a.local_instance_id}&key={issue.key}"
+
+    assert "badge-synchronized" in staff.get(url).content.decode()
+    for _ in range(3):
+        assert "badge-synchronized" in staff.get(url, headers={"X-Live-Poll": "1"}).content.decode()
+    assert asked == [issue.key]  # the page load asked; its refreshes reused the answer
+    staff.get(url)
+    assert asked == [issue.key, issue.key]  # a load by the admin always asks
