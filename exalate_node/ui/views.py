@@ -643,6 +643,49 @@ def queue(request: HttpRequest) -> HttpResponse:
     return _page(request, "ui/queue.html", context)
 
 
+# --- activity charts ----------------------------------------------------------------------------------------
+
+
+def _activity_filters(request: HttpRequest) -> tuple[str, Connection | None]:
+    """The range (hour, day, week; default hour) and the connection (default: the whole node) asked for;
+    anything unknown is the default."""
+    from exalate_node.ui.activity import RANGES
+
+    range_name = request.GET.get("range", "hour")
+    if range_name not in RANGES:
+        range_name = "hour"
+    raw = request.GET.get("connection", "")
+    connection = Connection.objects.filter(pk=int(raw)).first() if raw.isdigit() and len(raw) < 12 else None
+    return range_name, connection
+
+
+@staff_member_required
+@require_GET
+def activity(request: HttpRequest) -> HttpResponse:
+    """Charts of sync activity: events, failures and latency, for the node or one connection."""
+    range_name, connection = _activity_filters(request)
+    context = {
+        "title": "Activity",
+        "range": range_name,
+        "connection": connection,
+        "connections": Connection.objects.order_by("name", "id"),
+        "ranges": [("hour", "Last hour"), ("day", "Last day"), ("week", "Last week")],
+    }
+    return _page(request, "ui/activity.html", context)
+
+
+@staff_member_required
+@require_GET
+def activity_data(request: HttpRequest) -> JsonResponse:
+    """The charts' series (``exalate_node.ui.activity.activity_series``), after rolling up new events."""
+    from exalate_node.ui.activity import activity_rollup, activity_series
+
+    range_name, connection = _activity_filters(request)
+    activity_rollup()
+    series = activity_series(range_name=range_name, connection_id=connection.pk if connection else None)
+    return JsonResponse(series)
+
+
 # --- errors -------------------------------------------------------------------------------------------------
 
 

@@ -425,3 +425,20 @@ def test_a_live_page_leaves_selected_text_alone(page, synced):
     page.wait_for_function(
         "document.querySelectorAll('#live-status .events tbody tr').length > 2", timeout=5_000
     )
+
+
+@closes_db_connections
+def test_the_activity_charts_draw(page, synced):
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.goto("/ui/activity/")
+    page.wait_for_selector("#activity[data-loaded] [data-chart=events] canvas")
+    assert page.locator("#activity canvas").count() == 3
+    assert int(page.inner_text("[data-total=events]")) > 0
+    assert page.inner_text("[data-total=p50]").startswith("≤")
+    assert "Support ⇄ Engineering" in page.inner_text("[data-connections]")
+    shot(page, "activity")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    page.wait_for_selector("#activity[data-loaded] [data-chart=events] canvas")
+    shot(page, "mobile-activity")
+    assert page.evaluate(OVERFLOW) == []
