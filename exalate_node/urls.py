@@ -1,9 +1,7 @@
 """URL root: admin UI, integration API (/api/v1/), node-to-node protocol (/node/v1/), health."""
 
 from django.contrib import admin
-from django.templatetags.static import static
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from exalate_node import views
@@ -27,7 +25,7 @@ urlpatterns = [
     path("hooks/", include("instances.webhook_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", views.api_docs, name="api-docs"),
-    path("favicon.ico", RedirectView.as_view(url=static("ui/favicon.svg"), permanent=True)),
+    path("favicon.ico", views.favicon, name="favicon"),
     # Last: any other URL for people gets the product's 404 page, also on a DEBUG node. The machine prefixes
     # keep handler404's JSON (and Django's own behaviour), static and media files their handlers.
     re_path(r"^(?!api/|node/|hooks/|static/|media/|admin/)(?P<path>.*)$", views.page_not_found),

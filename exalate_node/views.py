@@ -7,6 +7,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.urls import Resolver404, resolve, reverse
 from django.utils.http import escape_leading_slashes
 from django.views import defaults
@@ -45,6 +46,12 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
             status=404,
         )
     return defaults.page_not_found(request, exception)
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico on pages that name none (the API docs, a JSON error): the UI's icon. The
+    static URL is resolved per request, so a hashed (manifest) static storage works too."""
+    return redirect(static("ui/favicon.svg"), permanent=True)
 
 
 _swagger = SpectacularSwaggerView.as_view(url_name="api-schema")
