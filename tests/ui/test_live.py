@@ -45,6 +45,7 @@ def test_the_pages_mark_their_live_parts(staff, synced):
         reverse("ui:queue"): b'id="live-queue" data-live',
         reverse("ui:errors"): b'id="live-errors" data-live',
         reverse("ui:connection", args=[a.pk]): b'id="live-connection-items" data-live',
+        reverse("ui:connections"): b'id="live-connections" data-live',
         reverse("ui:status")
         + f"?instance={a.local_instance_id}&key={issue.key}": b'id="live-status" data-live',
     }
