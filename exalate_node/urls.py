@@ -2,8 +2,8 @@
 liveness; /readyz: readiness)."""
 
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView
 
 from exalate_node import views
 
@@ -26,5 +26,9 @@ urlpatterns = [
     path("node/v1/", include("connections.node_urls")),
     path("hooks/", include("instances.webhook_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", views.api_docs, name="api-docs"),
+    path("favicon.ico", views.favicon, name="favicon"),
+    # Last: any other URL for people gets the product's 404 page, also on a DEBUG node. The machine prefixes
+    # keep handler404's JSON (and Django's own behaviour), static and media files their handlers.
+    re_path(r"^(?!api/|node/|hooks/|static/|media/|admin/)(?P<path>.*)$", views.page_not_found),
 ]

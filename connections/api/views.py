@@ -23,7 +23,7 @@ from connections.api.serializers import (
     PreviewSerializer,
 )
 from connections.models import Connection
-from exalate_node.api import TRACKER_FAILURES, tracker_failed
+from exalate_node.api import TRACKER_FAILURES, Pagination, tracker_failed
 from replicas import pipeline
 from replicas.models import Twin
 
@@ -37,6 +37,7 @@ def _invalid(exc: Exception) -> ValidationError:
 
 
 class ConnectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    pagination_class = Pagination
     serializer_class = ConnectionSerializer
     filterset_fields = ["status", "type"]
     search_fields = ["name", "remote_node_url"]
