@@ -184,6 +184,22 @@ for _network in OUTBOUND_ALLOWED_NETWORKS:
             "comma-separated, e.g. 10.1.2.0/24,fd00::/8."
         ) from None
 
+# /metrics (Prometheus text format) is off unless one of these is set: a bearer token scrapers send
+# (METRICS_TOKEN or METRICS_TOKEN_FILE), and/or the networks (CIDRs) allowed to scrape without one.
+_metrics_token_file = env.str("METRICS_TOKEN_FILE", default="")
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="") or (
+    Path(_metrics_token_file).read_text().strip() if _metrics_token_file else ""
+)
+METRICS_ALLOWED_NETWORKS: list[str] = [n for n in env.list("METRICS_ALLOWED_NETWORKS", default=[]) if n]
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS holds {_network!r}, which is not a network. Write networks as CIDRs, "
+            "comma-separated, e.g. 10.1.2.0/24,127.0.0.1/32."
+        ) from None
+
 # How long a worker may hold a twin before another may take it over: a crashed worker's work resumes then.
 # A worker renews the leases it holds every third of this (a heartbeat): a long tracker call keeps its twin.
 PIPELINE_LEASE_SECONDS: float = env.float("PIPELINE_LEASE_SECONDS", default=15)

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from exalate_node import views
+from exalate_node import metrics, views
 
 handler404 = "exalate_node.views.not_found"
 handler500 = "exalate_node.views.server_error"
@@ -16,6 +16,7 @@ admin.site.index_title = "Sync node administration"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/login/", views.admin_login, name="admin-login-throttled"),
     path("admin/", admin.site.urls),
     path("ui/", include("exalate_node.ui.urls")),
