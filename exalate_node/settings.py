@@ -339,15 +339,30 @@ if not DEBUG:
     if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# plain: one line of text per record; json: one JSON object per line (exalate_node/logs.py). Either way a
+# record made while the pipeline works on a change carries its trace id, connection and item key.
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain").strip().lower() or "plain"
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT is {LOG_FORMAT!r}; write plain (the default) or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s%(context)s"},
+        "json": {"()": "exalate_node.logs.JsonFormatter"},
+    },
     # Secret values are redacted from every record when it is made (exalate_node.apps); this filter also
-    # covers records made by another record factory. Give any handler added here the same filter.
-    "filters": {"redact_secrets": {"()": "exalate_node.redaction.RedactingFilter"}},
+    # covers records made by another record factory. Give any handler added here the same filters.
+    "filters": {
+        "redact_secrets": {"()": "exalate_node.redaction.RedactingFilter"},
+        "sync_context": {"()": "exalate_node.logs.ContextFilter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact_secrets", "sync_context"],
+        }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
