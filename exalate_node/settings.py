@@ -200,6 +200,32 @@ for _network in METRICS_ALLOWED_NETWORKS:
             "comma-separated, e.g. 10.1.2.0/24,127.0.0.1/32."
         ) from None
 
+# Alerts (connections/alerts.py): errors opened and cleared, as digests, by e-mail and/or an incoming webhook.
+# Per connection these can be overridden (Connection.alert_emails / alert_webhook_url).
+ALERT_EMAILS: list[str] = [a.strip() for a in env.list("ALERT_EMAILS", default=[]) if a.strip()]
+_alert_hook_file = env.str("ALERT_WEBHOOK_URL_FILE", default="")
+ALERT_WEBHOOK_URL: str = env.str("ALERT_WEBHOOK_URL", default="") or (
+    Path(_alert_hook_file).read_text().strip() if _alert_hook_file else ""
+)
+_alert_secret_file = env.str("ALERT_WEBHOOK_SECRET_FILE", default="")
+ALERT_WEBHOOK_SECRET: str = env.str("ALERT_WEBHOOK_SECRET", default="") or (
+    Path(_alert_secret_file).read_text().strip() if _alert_secret_file else ""
+)
+# A burst is gathered for this long into one message; then at most one message per destination per digest.
+ALERT_GATHER_SECONDS: float = env.float("ALERT_GATHER_SECONDS", default=10)
+ALERT_DIGEST_SECONDS: float = env.float("ALERT_DIGEST_SECONDS", default=300)
+# Where e-mail goes: smtp://user:password@host:587 (submission+STARTTLS: smtp+tls://), or consolemail://
+# (printed; the default). DEFAULT_FROM_EMAIL is the sender.
+_email_url = env.str("EMAIL_URL", default="")
+if ALERT_EMAILS and not _email_url and not DEBUG:
+    raise ImproperlyConfigured(
+        "ALERT_EMAILS is set but EMAIL_URL is not: set EMAIL_URL to your mail server, e.g. "
+        "smtp+tls://user:password@mail.example.com:587, or clear ALERT_EMAILS."
+    )
+vars().update(env.email_url_config(_email_url or "consolemail://"))
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default=f"exalate-node@{socket.gethostname()}")
+EMAIL_TIMEOUT = 15
+
 # How long a worker may hold a twin before another may take it over: a crashed worker's work resumes then.
 # A worker renews the leases it holds every third of this (a heartbeat): a long tracker call keeps its twin.
 PIPELINE_LEASE_SECONDS: float = env.float("PIPELINE_LEASE_SECONDS", default=15)
