@@ -137,6 +137,16 @@ else:
     # request, so a persistent connection would outlive its thread) with DB_CONN_MAX_AGE=0.
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A process whose host drops off the network in the middle of a transaction must not keep its row
+    # locks (a twin's, a bulk job's) for good: PostgreSQL ends a session idle inside a transaction this
+    # long, and the work is taken over elsewhere. Longer than a tracker call made inside one
+    # (OUTBOUND_TRACKER_DEADLINE).
+    _idle_s = env.int("DB_IDLE_IN_TRANSACTION_TIMEOUT_S", default=120)
+    if _idle_s > 0:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["options"] = (
+            f"{_options.get('options', '')} -c idle_in_transaction_session_timeout={_idle_s * 1000}".strip()
+        )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Task queue (django-q2) -------------------------------------------------------------------------------
