@@ -258,6 +258,16 @@ else:
     # request, so a persistent connection would outlive its thread) with DB_CONN_MAX_AGE=0.
     DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DB_CONN_MAX_AGE", 60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A process whose host drops off the network in the middle of a transaction must not keep its row
+    # locks (a twin's, a bulk job's) for good: PostgreSQL ends a session idle inside a transaction this
+    # long, and the work is taken over elsewhere. Longer than a tracker call made inside one
+    # (OUTBOUND_TRACKER_DEADLINE).
+    _idle_s = env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT_S", 120)
+    if _idle_s > 0:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["options"] = (
+            f"{_options.get('options', '')} -c idle_in_transaction_session_timeout={_idle_s * 1000}".strip()
+        )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Task queue (django-q2) -------------------------------------------------------------------------------
@@ -304,6 +314,39 @@ for _network in OUTBOUND_ALLOWED_NETWORKS:
             f"OUTBOUND_ALLOWED_NETWORKS holds {_network!r}, which is not a network. Write networks as CIDRs, "
             "comma-separated, e.g. 10.1.2.0/24,fd00::/8."
         ) from None
+
+# /metrics (Prometheus text format) is off unless one of these is set: a bearer token scrapers send
+# (METRICS_TOKEN or METRICS_TOKEN_FILE), and/or the networks (CIDRs) allowed to scrape without one.
+METRICS_TOKEN: str = env_or_file("METRICS_TOKEN") or ""
+METRICS_ALLOWED_NETWORKS: list[str] = env_list("METRICS_ALLOWED_NETWORKS", [])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS holds {_network!r}, which is not a network. Write networks as CIDRs, "
+            "comma-separated, e.g. 10.1.2.0/24,127.0.0.1/32."
+        ) from None
+
+# Alerts (connections/alerts.py): errors opened and cleared, as digests, by e-mail and/or an incoming webhook.
+# Per connection these can be overridden (Connection.alert_emails / alert_webhook_url).
+ALERT_EMAILS: list[str] = env_list("ALERT_EMAILS", [])
+ALERT_WEBHOOK_URL: str = env_or_file("ALERT_WEBHOOK_URL") or ""
+ALERT_WEBHOOK_SECRET: str = env_or_file("ALERT_WEBHOOK_SECRET") or ""
+# A burst is gathered for this long into one message; then at most one message per destination per digest.
+ALERT_GATHER_SECONDS: float = env_float("ALERT_GATHER_SECONDS", 10)
+ALERT_DIGEST_SECONDS: float = env_float("ALERT_DIGEST_SECONDS", 300)
+# Where e-mail goes: smtp://user:password@host:25, smtp+tls://...:587, smtp+ssl://...:465, or consolemail://
+# (printed; the default). DEFAULT_FROM_EMAIL is the sender.
+_email_url = env_or_file("EMAIL_URL")
+if ALERT_EMAILS and not _email_url and not DEBUG:
+    raise ImproperlyConfigured(
+        "ALERT_EMAILS is set but EMAIL_URL is not: set EMAIL_URL to your mail server, e.g. "
+        "smtp+tls://user:password@mail.example.com:587, or clear ALERT_EMAILS."
+    )
+vars().update(environ.Env.email_url_config(_email_url or "consolemail://"))
+DEFAULT_FROM_EMAIL: str = env_str("DEFAULT_FROM_EMAIL", f"exalate-node@{socket.gethostname()}")
+EMAIL_TIMEOUT = 15
 
 # How long a worker may hold a twin before another may take it over: a crashed worker's work resumes then.
 # A worker renews the leases it holds every third of this (a heartbeat): a long tracker call keeps its twin.
@@ -468,15 +511,30 @@ if not DEBUG:
     if env_bool("TRUST_X_FORWARDED_PROTO", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# plain: one line of text per record; json: one JSON object per line (exalate_node/logs.py). Either way a
+# record made while the pipeline works on a change carries its trace id, connection and item key.
+LOG_FORMAT: str = env_str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT is {LOG_FORMAT!r}; write plain (the default) or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s%(context)s"},
+        "json": {"()": "exalate_node.logs.JsonFormatter"},
+    },
     # Secret values are redacted from every record when it is made (exalate_node.apps); this filter also
-    # covers records made by another record factory. Give any handler added here the same filter.
-    "filters": {"redact_secrets": {"()": "exalate_node.redaction.RedactingFilter"}},
+    # covers records made by another record factory. Give any handler added here the same filters.
+    "filters": {
+        "redact_secrets": {"()": "exalate_node.redaction.RedactingFilter"},
+        "sync_context": {"()": "exalate_node.logs.ContextFilter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact_secrets", "sync_context"],
+        }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},

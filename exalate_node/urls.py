@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from exalate_node import views
+from exalate_node import metrics, views
 
 handler404 = "exalate_node.views.not_found"
 handler500 = "exalate_node.views.server_error"
@@ -18,6 +18,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/login/", views.admin_login, name="admin-login-throttled"),
     path("admin/", admin.site.urls),
     path("ui/", include("exalate_node.ui.urls")),

@@ -44,6 +44,7 @@ from django.utils import timezone
 from requests import RequestException
 
 from connections.models import Connection
+from exalate_node import logs
 from exalate_node.tasks import enqueue
 from instances import health
 from instances.connectors import ConnectorError, get_connector
@@ -572,10 +573,11 @@ def _drain(twin_id: int, token: str) -> None:
         if not _renew(twin.pk, token):
             return
         try:
-            if head.direction == Direction.OUTGOING:
-                _process_outgoing(twin, head)
-            else:
-                _process_incoming(twin, head)
+            with logs.bind(trace_id=head.trace_id, connection=conn.pk, item=head.item_key or twin.local_key):
+                if head.direction == Direction.OUTGOING:
+                    _process_outgoing(twin, head)
+                else:
+                    _process_incoming(twin, head)
         except OperationalError as exc:
             what = transient_db_error(exc)
             if what is None:
@@ -863,6 +865,7 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
         twin = head.twin = locked
         if _strip(hub) == _strip(twin.local_replica) and not result.sync_back:
             _finish(head, Status.SKIPPED, "Nothing to send: the replica did not change.")
+            logger.info("Nothing to send for %s: the replica did not change", item.get("key"))
         else:
             twin.sent_seq += 1
             twin.local_replica = hub
@@ -881,6 +884,7 @@ def _process_outgoing(twin: Twin, head: SyncEvent) -> None:
                 "",
             )
             transport.send(head)
+            logger.info("Sent %s to %s as message %d", twin.local_key, conn.name, twin.sent_seq)
     if result.unexalate:
         unexalate(twin=twin)
 
@@ -1260,6 +1264,13 @@ def _process_incoming(twin: Twin, head: SyncEvent) -> None:
                 not_before=None,
             )
             transport.ack(head, twin)
+    logger.info(
+        "Applied message %d from %s to %s%s",
+        head.seq,
+        conn.name,
+        twin.local_key,
+        f" ({note})" if note else "",
+    )
     if result.sync_back:
         queue_outgoing(twin)
     if result.unexalate:
