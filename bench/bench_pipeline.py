@@ -34,6 +34,7 @@ def configure(db: str, var_dir: str) -> dict[str, str]:
         "SECRET_KEY": "bench-" + "x" * 50,
         "SECRETS_KEYS": "bench-passphrase-0123456789",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "NODE_URL": "http://127.0.0.1:8000",  # required in production; no peer connects to this bench
         "VAR_DIR": var_dir,
         "MEDIA_ROOT": os.path.join(var_dir, "media"),
         "TASKS_INLINE": "false",

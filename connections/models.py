@@ -74,6 +74,21 @@ class Connection(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # Private mode, polling side: the id of the last peer outbox message applied here.
     poll_after = models.BigIntegerField(default=0)
+    # Alerts (connections/alerts.py): where this connection's errors are announced. Blank: the node's
+    # defaults (ALERT_EMAILS, ALERT_WEBHOOK_URL).
+    alert_emails = models.CharField(
+        max_length=1000,
+        blank=True,
+        default="",
+        help_text="E-mail addresses for this connection's alerts, comma-separated; blank: ALERT_EMAILS.",
+    )
+    # An incoming-webhook URL is a credential (whoever has it can post): encrypted at rest, never shown back.
+    alert_webhook_url = EncryptedTextField(
+        blank=True,
+        default="",
+        help_text="Incoming-webhook URL (Slack, Teams, ...) for this connection's alerts; "
+        "blank: ALERT_WEBHOOK_URL.",
+    )
 
     class Meta:
         ordering = ["name", "id"]
@@ -162,3 +177,18 @@ class OutboundMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.trace_id} to {self.connection}"
+
+
+class AlertCursor(models.Model):
+    """How far the alerts to one destination (an e-mail list or a webhook) have got: the newest error
+    announced as opened and the newest clearing announced, and the last attempt (the digest's throttle)."""
+
+    destination = models.CharField(max_length=600, unique=True)
+    opened_after = models.BigIntegerField(default=0, help_text="The last SyncError id announced.")
+    cleared_after = models.DateTimeField(null=True, blank=True, help_text="The last clearing announced.")
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="The last attempt to send.")
+    failures = models.PositiveIntegerField(default=0)
+    last_error = RedactedTextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.destination

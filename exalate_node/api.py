@@ -8,6 +8,7 @@ import requests
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -141,3 +142,12 @@ def add_error_responses(
             for status_code, description in errors.items():
                 responses.setdefault(status_code, {"description": description, "content": reference})
     return result
+
+
+class Pagination(PageNumberPagination):
+    """The API's lists: ``?page=``, and ``?page_size=`` up to ``max_page_size`` (the default is the
+    ``PAGE_SIZE`` setting); a page size that is not a positive number is the default. Every list view names
+    this class; setting it as ``DEFAULT_PAGINATION_CLASS`` would make those lines unnecessary."""
+
+    page_size_query_param = "page_size"
+    max_page_size = 500

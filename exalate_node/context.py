@@ -8,8 +8,15 @@ from django.http import HttpRequest
 from exalate_node import __version__
 
 
-def node(request: HttpRequest) -> dict[str, str]:
-    return {"node_name": settings.NODE_NAME, "node_url": settings.NODE_URL, "node_version": __version__}
+def node(request: HttpRequest) -> dict[str, object]:
+    """Who this node is; ``live_poll`` is true when the page is fetched again by its own live refresh
+    (``static/ui/ui.js``), which must not use up the messages meant for the page the admin is looking at."""
+    return {
+        "node_name": settings.NODE_NAME,
+        "node_url": settings.NODE_URL,
+        "node_version": __version__,
+        "live_poll": request.headers.get("X-Live-Poll") == "1",
+    }
 
 
 def outages(request: HttpRequest) -> dict[str, object]:

@@ -1,10 +1,11 @@
-"""URL root: admin UI, integration API (/api/v1/), node-to-node protocol (/node/v1/), health."""
+"""URL root: admin UI, integration API (/api/v1/), node-to-node protocol (/node/v1/), health (/healthz:
+liveness; /readyz: readiness)."""
 
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView
 
-from exalate_node import views
+from exalate_node import metrics, views
 
 handler404 = "exalate_node.views.not_found"
 handler500 = "exalate_node.views.server_error"
@@ -16,6 +17,8 @@ admin.site.index_title = "Sync node administration"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/login/", views.admin_login, name="admin-login-throttled"),
     path("admin/", admin.site.urls),
     path("ui/", include("exalate_node.ui.urls")),
@@ -24,5 +27,9 @@ urlpatterns = [
     path("node/v1/", include("connections.node_urls")),
     path("hooks/", include("instances.webhook_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", views.api_docs, name="api-docs"),
+    path("favicon.ico", views.favicon, name="favicon"),
+    # Last: any other URL for people gets the product's 404 page, also on a DEBUG node. The machine prefixes
+    # keep handler404's JSON (and Django's own behaviour), static and media files their handlers.
+    re_path(r"^(?!api/|node/|hooks/|static/|media/|admin/)(?P<path>.*)$", views.page_not_found),
 ]

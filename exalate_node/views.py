@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from django.contrib.auth import authenticate
+from django.contrib.auth.views import redirect_to_login
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.templatetags.static import static
+from django.urls import Resolver404, resolve, reverse
+from django.utils.http import escape_leading_slashes
 from django.views import defaults
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied, Throttled, ValidationError
 from rest_framework.permissions import AllowAny
@@ -41,6 +47,40 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
             status=404,
         )
     return defaults.page_not_found(request, exception)
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico on pages that name none (the API docs, a JSON error): the UI's icon. The
+    static URL is resolved per request, so a hashed (manifest) static storage works too."""
+    return redirect(static("ui/favicon.svg"), permanent=True)
+
+
+_swagger = SpectacularSwaggerView.as_view(url_name="api-schema")
+
+
+def api_docs(request: HttpRequest) -> HttpResponse:
+    """The API's browsable docs (staff only): a browser that is not logged in is sent to the login page and
+    back, instead of a bare "401 Unauthorized"; an API client without a token still gets the JSON 401."""
+    if not request.user.is_authenticated and "text/html" in request.headers.get("Accept", ""):
+        return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+    return _swagger(request)
+
+
+def page_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """The last URL pattern: a URL nothing else matched, outside the machine prefixes. It answers with the
+    product's 404 page even on a DEBUG node (``make run``), where Django would show its debug page listing
+    every URL pattern; like ``CommonMiddleware``'s APPEND_SLASH, a GET for a known path without its final
+    slash is redirected first."""
+    if request.method in ("GET", "HEAD") and not request.path.endswith("/"):
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not page_not_found:
+            query = request.META.get("QUERY_STRING", "")
+            target = escape_leading_slashes(request.path + "/")  # "//host" would leave the site
+            return redirect(target + (f"?{query}" if query else ""), permanent=True)
+    return defaults.page_not_found(request, Http404(request.path))
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -96,6 +136,20 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok", "version": __version__})
+
+
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness, for load balancers and orchestrators: 200 when the database, the task broker and a
+    recent worker heartbeat are all there; 503 naming the failing part and what to do
+    (exalate_node/health.py). Anonymous, like /healthz: it says nothing secret."""
+    from exalate_node.health import readiness
+
+    ready, checks = readiness()
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "version": __version__, "checks": checks},
+        status=200 if ready else 503,
+    )
 
 
 class TokenRequestSerializer(serializers.Serializer):

@@ -220,3 +220,22 @@ class IssueChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.issue.key} {self.action} by {self.actor}"
+
+
+class TrackerTraffic(models.Model):
+    """Requests this node sent to a tracker, by outcome, and the time it waited on the tracker's rate limits:
+    cumulative counters for ``/metrics``, shared by every process and host of the node (each process adds its
+    own counts every few seconds; see ``instances/traffic.py``)."""
+
+    instance_uid = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=16, help_text="HTTP status code, or 'error' (no answer).")
+    requests = models.PositiveBigIntegerField(default=0)
+    waited_seconds = models.FloatField(default=0.0, help_text="Spent waiting on rate limits.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["instance_uid", "outcome"], name="traffic_per_outcome"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance_uid} {self.outcome}: {self.requests}"

@@ -2,41 +2,62 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import QuerySet
 
+from exalate_node.templatetags.links import item_url
 from instances.connectors import get_connector
 from instances.models import Instance
 from replicas.models import SyncError, SyncEvent, Twin
 
+ITEM_LOOKUP_REUSE_S = 30  # how long a page's own refreshes reuse the tracker's answer for a key
 
-def twins_for_item(*, instance: Instance, key: str) -> QuerySet[Twin]:
+
+def _item_id(instance: Instance, key: str, *, reuse_lookup: bool) -> str:
+    """The id of the local item with this key ("" when the tracker has none). The tracker is asked every
+    time unless ``reuse_lookup``: a live page's refresh every second must not cost a tracker request."""
+    cache_key = "exalate:item-id:" + hashlib.sha256(f"{instance.pk}:{key}".encode()).hexdigest()
+    if reuse_lookup and (known := cache.get(cache_key)) is not None:
+        return str(known)
+    ref = get_connector(instance).find_item(key)
+    item_id = ref.id if ref else ""
+    cache.set(cache_key, item_id, ITEM_LOOKUP_REUSE_S)
+    return item_id
+
+
+def twins_for_item(*, instance: Instance, key: str, reuse_lookup: bool = False) -> QuerySet[Twin]:
     """Every twin of a local item, found by its key (or its remote key on this instance's connections)."""
-    ref = get_connector(instance).find_item(key) if instance.is_local else None
+    item_id = _item_id(instance, key, reuse_lookup=reuse_lookup) if instance.is_local else ""
     qs = Twin.objects.filter(connection__local_instance=instance).select_related(
         "connection", "connection__remote_instance"
     )
-    return qs.filter(local_id=ref.id) if ref else qs.filter(local_key=key)
+    return qs.filter(local_id=item_id) if item_id else qs.filter(local_key=key)
 
 
-def sync_status(*, instance: Instance, key: str, events: int = 50) -> dict[str, Any]:
+def sync_status(
+    *, instance: Instance, key: str, events: int = 50, reuse_lookup: bool = False
+) -> dict[str, Any]:
     """Entity Sync Status: for each connection the item is synced on, the twin's state, the remote item,
-    the local and remote replica (and the one before), the event timeline and open errors."""
+    the local and remote replica (and the one before), the newest ``events`` of the event timeline (and how
+    many there are in all, ``event_count``) and open errors. ``reuse_lookup``: see ``_item_id``."""
     result: dict[str, Any] = {"instance": instance.name, "key": key, "twins": []}
-    for twin in twins_for_item(instance=instance, key=key):
+    for twin in twins_for_item(instance=instance, key=key, reuse_lookup=reuse_lookup):
         timeline = SyncEvent.objects.filter(twin=twin).order_by("-id")[:events]
         result["twins"].append(
             {
                 "id": twin.pk,
                 "connection": {"id": twin.connection_id, "name": twin.connection.name},
                 "state": twin.state,
-                "local": {"id": twin.local_id, "key": twin.local_key, "url": twin.local_url},
-                "remote": {"id": twin.remote_id, "key": twin.remote_key, "url": twin.remote_url},
+                "local": {"id": twin.local_id, "key": twin.local_key, "url": item_url(twin.local_url)},
+                "remote": {"id": twin.remote_id, "key": twin.remote_key, "url": item_url(twin.remote_url)},
                 "last_synced_at": twin.last_synced_at,
                 "local_replica": twin.local_replica,
                 "remote_replica": twin.remote_replica,
                 "previous_remote_replica": twin.prev_remote_replica,
+                "event_count": SyncEvent.objects.filter(twin=twin).count(),
                 "events": [
                     {
                         "trace_id": str(e.trace_id),

@@ -99,3 +99,40 @@ class ItemKeySerializer(serializers.Serializer):
 class ConnectSerializer(serializers.Serializer):
     local_key = serializers.CharField(max_length=200)
     remote_key = serializers.CharField(max_length=200)
+
+
+class AlertSettingsSerializer(serializers.Serializer):
+    """Where this connection's alerts go. Blank: the node's ALERT_EMAILS / ALERT_WEBHOOK_URL."""
+
+    emails = serializers.CharField(
+        required=False, allow_blank=True, max_length=1000, help_text="Comma-separated e-mail addresses."
+    )
+    webhook_url = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        write_only=True,
+        help_text="Incoming-webhook URL (a credential: stored encrypted, never shown back).",
+    )
+    webhook_set = serializers.BooleanField(read_only=True, help_text="Whether this connection has its own.")
+
+    def validate_emails(self, value: str) -> str:
+        from connections.alerts import parse_emails
+
+        try:
+            return ", ".join(parse_emails(value))
+        except ValueError as exc:
+            raise serializers.ValidationError(f"{exc} Write addresses separated by commas.") from None
+
+    def validate_webhook_url(self, value: str) -> str:
+        from connections.alerts import check_webhook_url
+
+        try:
+            return check_webhook_url(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class AlertResultSerializer(serializers.Serializer):
+    destination = serializers.CharField()
+    outcome = serializers.CharField(help_text="'sent', or 'failed: ' and why.")

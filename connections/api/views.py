@@ -10,10 +10,13 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from connections import services
 from connections.api.serializers import (
     AcceptSerializer,
+    AlertResultSerializer,
+    AlertSettingsSerializer,
     ConnectionSerializer,
     ConnectSerializer,
     InitiatedSerializer,
@@ -23,7 +26,7 @@ from connections.api.serializers import (
     PreviewSerializer,
 )
 from connections.models import Connection
-from exalate_node.api import TRACKER_FAILURES, tracker_failed
+from exalate_node.api import TRACKER_FAILURES, Pagination, tracker_failed
 from replicas import pipeline
 from replicas.models import Twin
 
@@ -37,6 +40,7 @@ def _invalid(exc: Exception) -> ValidationError:
 
 
 class ConnectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    pagination_class = Pagination
     serializer_class = ConnectionSerializer
     filterset_fields = ["status", "type"]
     search_fields = ["name", "remote_node_url"]
@@ -142,6 +146,27 @@ class ConnectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return Response(ConnectionSerializer(self.get_queryset().get(pk=pk)).data)
 
     @extend_schema(request=None, responses={200: ConnectionSerializer})
+    @extend_schema(request=AlertSettingsSerializer, responses={200: AlertSettingsSerializer})
+    @action(detail=True, methods=["get", "put"])
+    def alerts(self, request: Request, pk: str | None = None) -> Response:
+        """Where this connection's alerts go (errors opened and cleared, as digests). PUT what to change;
+        blank values fall back to the node's ALERT_EMAILS / ALERT_WEBHOOK_URL."""
+        connection = self.get_object()
+        if request.method == "PUT":
+            ser = AlertSettingsSerializer(data=request.data)
+            ser.is_valid(raise_exception=True)
+            fields = []
+            if "emails" in ser.validated_data:
+                connection.alert_emails, fields = ser.validated_data["emails"], [*fields, "alert_emails"]
+            if "webhook_url" in ser.validated_data:
+                connection.alert_webhook_url = ser.validated_data["webhook_url"]
+                fields.append("alert_webhook_url")
+            if fields:
+                connection.save(update_fields=fields)
+        return Response(
+            {"emails": connection.alert_emails, "webhook_set": bool(connection.alert_webhook_url)}
+        )
+
     @action(detail=True, methods=["post"], url_path="rotate-key")
     def rotate_key(self, request: Request, pk: str | None = None) -> Response:
         """Rotate the connection key with the other node (both nodes switch; sync goes on). The answer's
@@ -204,3 +229,23 @@ class ConnectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         except TRACKER_FAILURES as exc:
             raise tracker_failed(connection.local_instance, exc)
         return Response(self._twin_payload(twin), status=status.HTTP_202_ACCEPTED)
+
+
+class AlertTestView(APIView):
+    """Send a test alert to every destination now (the node's and each connection's), to check the set-up."""
+
+    @extend_schema(request=None, responses={200: AlertResultSerializer(many=True)})
+    def post(self, request: Request) -> Response:
+        from connections.alerts import send_test
+
+        results = [{"destination": d, "outcome": o} for d, o in send_test()]
+        if not results:
+            raise ValidationError(
+                {
+                    "non_field_errors": [
+                        "No alert destination is set: set ALERT_EMAILS or ALERT_WEBHOOK_URL on the node, "
+                        "or a connection's alerts (PUT /api/v1/connections/{id}/alerts/)."
+                    ]
+                }
+            )
+        return Response(results)

@@ -15,7 +15,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
@@ -40,6 +40,8 @@ from syncrules.models import RulesVersion
 
 QUEUED = (SyncEvent.Status.PENDING, SyncEvent.Status.PROCESSING, SyncEvent.Status.SENT)
 PAGE_SIZE = 25
+TIMELINE_STEP = 20  # Entity Sync Status shows the newest 20 events; "Show older" adds 20 more at a time
+TIMELINE_MAX = 1000
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -102,6 +104,46 @@ def connections_annotated() -> QuerySet[Connection]:
     )
 
 
+# A local connection is two rows joined by ``peer``, one per side; lists and counts show it once, by the side
+# with the lower id. Connections with another node have one row here.
+ONE_ROW = Q(peer__isnull=True) | Q(pk__lt=F("peer_id"))
+
+
+def connection_rows(*, limit: int | None = None) -> list[Connection]:
+    """One row per connection for the lists: a local connection's first side, with ``other_side`` (its
+    peer's row) and the queued and failed events of both sides added up. Items under sync are the first
+    side's: each synced pair has a twin on either side."""
+    query = connections_annotated().filter(ONE_ROW)
+    rows = list(query[:limit] if limit else query)
+    peers = connections_annotated().in_bulk([c.peer_id for c in rows if c.peer_id])
+    waiting = _waiting_for_acceptance([c.pk for c in rows if c.status == Connection.Status.PENDING])
+    for row in rows:
+        # Pending with no code that can still be accepted: say so instead of "waiting for acceptance".
+        row.invitation_expired = row.status == Connection.Status.PENDING and row.pk not in waiting  # type: ignore[attr-defined]
+        row.other_side = peers.get(row.peer_id)  # type: ignore[attr-defined]
+        if row.other_side is not None:  # type: ignore[attr-defined]
+            row.queued_events += row.other_side.queued_events  # type: ignore[attr-defined]
+            row.failed_events += row.other_side.failed_events  # type: ignore[attr-defined]
+    return rows
+
+
+def _waiting_for_acceptance(pending_ids: list[int]) -> set[int]:
+    """Of these pending connections, those with an invitation code that can still be accepted."""
+    from django.utils import timezone
+
+    from connections.models import Invitation
+
+    if not pending_ids:
+        return set()
+    live = Invitation.objects.filter(
+        connection_id__in=pending_ids,
+        used_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    )
+    return set(live.values_list("connection_id", flat=True))
+
+
 # --- dashboard ----------------------------------------------------------------------------------------------
 
 
@@ -116,10 +158,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     open_errors = SyncError.objects.filter(resolved_at__isnull=True)
     context = {
         "title": "Dashboard",
-        "connections": connections_annotated()[:20],
+        "connections": connection_rows(limit=20),
+        "connection_count": Connection.objects.filter(ONE_ROW).count(),
         "queue": queue,
         "failed_events": SyncEvent.objects.filter(status=SyncEvent.Status.FAILED).count(),
-        "twin_count": Twin.objects.filter(unexalated_at__isnull=True).exclude(local_id="").count(),
+        "twin_count": Twin.objects.filter(unexalated_at__isnull=True)
+        .filter(Q(connection__peer__isnull=True) | Q(connection_id__lt=F("connection__peer_id")))
+        .exclude(local_id="")
+        .count(),
         "recent_events": SyncEvent.objects.select_related("connection", "connection__local_instance")[:10],
         "open_errors": open_errors.select_related("connection", "twin")[:6],
         "open_error_count": open_errors.count(),
@@ -149,7 +195,7 @@ def connection_list(request: HttpRequest) -> HttpResponse:
             return redirect("ui:connection", pk=side_a.pk)
     context = {
         "title": "Connections",
-        "connections": connections_annotated(),
+        "connections": connection_rows(),
         "form": form,
         "local_instance_count": forms.local_instances().count(),
     }
@@ -172,13 +218,26 @@ def connection_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "connection": connection,
         "twins": paginator.get_page(request.GET.get("page")),
         "exalate_form": forms.ItemKeyForm(),
+        "example_key": _example_key(connection.local_instance),
         "rules": RulesVersion.objects.filter(connection=connection).order_by("-version").first(),
         "key_fingerprint": "" if connection.is_local else key_fingerprint(connection),
-        "pending_invitation": connection.invitations.filter(
-            used_at__isnull=True, revoked_at__isnull=True
-        ).first(),
+        "pending_invitation": connection.invitations.filter(used_at__isnull=True, revoked_at__isnull=True)
+        .order_by("-created_at")
+        .first(),
+        "invitation_expired": connection.status == Connection.Status.PENDING
+        and not _waiting_for_acceptance([connection.pk]),
     }
     return _page(request, "ui/connections/detail.html", context)
+
+
+def _example_key(instance: Instance) -> str:
+    """An item key of this instance to show as an example (its newest issue, else its first project's
+    first key); empty for trackers whose items this node does not store."""
+    newest = Issue.objects.filter(project__instance=instance).order_by("-id").values_list("key", flat=True)
+    if key := newest.first():
+        return key
+    project = Project.objects.filter(instance=instance).order_by("id").values_list("key", flat=True).first()
+    return f"{project}-1" if project else ""
 
 
 def _connection_action(request: HttpRequest, pk: int, action: Any, done: str) -> HttpResponse:
@@ -259,7 +318,12 @@ def connection_exalate(request: HttpRequest, pk: int) -> HttpResponse:
     connection = get_object_or_404(Connection, pk=pk)
     form = forms.ItemKeyForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Enter the key of a local item, e.g. SUP-1.")
+        example = _example_key(connection.local_instance)
+        messages.error(
+            request,
+            f"Enter the key of an item of {connection.local_instance.name}"
+            + (f", e.g. {example}." if example else "."),
+        )
         return _back(request, reverse("ui:connection", args=[pk]))
     try:
         twin = pipeline.exalate(connection=connection, key=form.cleaned_data["key"])
@@ -339,6 +403,16 @@ def connection_accept(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             preview = preview_invitation(data["code"])
+            own = _own_invitation(preview)
+            if own is not None and (own.used_at or own.revoked_at):
+                used = "was already used" if own.used_at else "was revoked"
+                raise InvitationError(
+                    "used",
+                    f"This code {used}: a code works once. Ask the admin who sent it for a new one "
+                    "(Connections → the pending connection → New invitation code).",
+                )
+            if own is not None or _is_this_node(preview):
+                preview["own"] = True
             if request.POST.get("confirm") == "1":
                 connection = accept(
                     code=data["code"],
@@ -357,6 +431,31 @@ def connection_accept(request: HttpRequest) -> HttpResponse:
         preview["expires"] = datetime.fromisoformat(preview["expires_at"])
     context = {"title": "Accept an invitation", "form": form, "preview": preview}
     return _page(request, "ui/connections/accept.html", context, status=400 if form.errors else 200)
+
+
+def _own_invitation(preview: dict[str, Any]) -> Any:
+    """The invitation of this node a previewed code is (same instance and fingerprint), else None. Codes of
+    other nodes cannot be checked before connecting: their node refuses a used code at Connect."""
+    from connections.models import Invitation
+
+    uid = (preview.get("instance") or {}).get("uid")
+    if not uid or not Instance.objects.filter(uid=uid, kind=Instance.Kind.LOCAL).exists():
+        return None
+    return (
+        Invitation.objects.filter(
+            fingerprint=preview.get("fingerprint", ""), connection__local_instance__uid=uid
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _is_this_node(preview: dict[str, Any]) -> bool:
+    """Whether a previewed code was made by this very node (accepting it makes a loop-back connection)."""
+    from django.conf import settings
+
+    url = str((preview.get("node") or {}).get("url") or "").rstrip("/")
+    return bool(url) and url == settings.NODE_URL.rstrip("/")
 
 
 # --- entity sync status -------------------------------------------------------------------------------------
@@ -379,6 +478,7 @@ def entity_status(request: HttpRequest) -> HttpResponse:
 
     form = forms.StatusForm(request.GET or None)
     status, twins = None, []
+    shown = _timeline_length(request.GET.get("events"))
     if form.is_bound and form.is_valid():
         key = form.cleaned_data["key"]
         instance = form.cleaned_data["instance"] or _find_instance(key)
@@ -386,7 +486,9 @@ def entity_status(request: HttpRequest) -> HttpResponse:
             form.add_error("instance", f"Choose the instance {key} belongs to: no built-in tracker has it.")
         else:
             try:
-                status = sync_status(instance=instance, key=key)
+                # The page's own refresh (static/ui/ui.js) reuses the tracker's answer for the key.
+                live = request.headers.get("X-Live-Poll") == "1"
+                status = sync_status(instance=instance, key=key, events=shown, reuse_lookup=live)
             except TRACKER_FAILURES as exc:
                 form.add_error(None, f"Could not look up {key}. {tracker_failed(instance, exc).detail}")
             except Exception as exc:  # a tracker that cannot be reached must not break the page
@@ -400,8 +502,20 @@ def entity_status(request: HttpRequest) -> HttpResponse:
         "status": status,
         "twins": twins,
         "item": _local_issue(status),
+        "shown": shown,
+        "more": min(shown + TIMELINE_STEP, TIMELINE_MAX),
     }
     return _page(request, "ui/status.html", context)
+
+
+def _timeline_length(value: str | None) -> int:
+    """How many timeline events to show (``?events=``): TIMELINE_STEP unless asked for more, at most
+    TIMELINE_MAX; anything that is not a number is the default."""
+    try:
+        wanted = int(value or TIMELINE_STEP)
+    except ValueError:
+        return TIMELINE_STEP
+    return max(TIMELINE_STEP, min(wanted, TIMELINE_MAX))
 
 
 def _local_issue(status: dict[str, Any] | None) -> Issue | None:
@@ -420,13 +534,15 @@ def _status_twins(status: dict[str, Any]) -> list[dict[str, Any]]:
     for data in status["twins"]:
         for event in data["events"]:
             event["rules_number"] = numbers.get(event["rules_version"])
+            event["status_label"] = _label(SyncEvent.Status, event["status"])
         twin = models[data["id"]]
         remote, previous = _pretty(data["remote_replica"]), _pretty(data["previous_remote_replica"])
         rows.append(
             {
                 **data,
                 "twin": twin,
-                "local_pretty": _pretty(data["local_replica"]),
+                "local_pretty": _pretty(_as_sent(data["local_replica"])),
+                "remote_payload_pretty": _pretty(_as_received(twin, data["remote_replica"])),
                 "remote_pretty": remote,
                 "remote_diff": _diff(previous, remote, "previous remote replica", "remote replica")
                 if previous
@@ -434,6 +550,34 @@ def _status_twins(status: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _label(choices: Any, value: str) -> str:
+    """The display label of a choice value, as the model's get_FOO_display would show it."""
+    return str(dict(choices.choices).get(value, value))
+
+
+def _as_sent(hub_issue: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The local replica as it travels: the version this node sends, and the hubIssue."""
+    from replicas.schema import wrap
+
+    return wrap(hub_issue) if hub_issue is not None else None
+
+
+def _as_received(twin: Twin, hub_issue: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The remote replica as it arrived (with the sender's version), from the newest incoming event that
+    carried it; just the hubIssue when no stored event has it any more."""
+    if hub_issue is None:
+        return None
+    received = (
+        SyncEvent.objects.filter(twin=twin, direction=SyncEvent.Direction.INCOMING, replica__isnull=False)
+        .order_by("-id")
+        .values_list("replica", flat=True)
+        .first()
+    )
+    if isinstance(received, dict) and received.get("hubIssue") == hub_issue:
+        return received
+    return hub_issue
 
 
 @staff_member_required
@@ -497,6 +641,49 @@ def queue(request: HttpRequest) -> HttpResponse:
     page = Paginator(events.filter(direction=direction), PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"title": "Sync queue", "form": form, "direction": direction, "page": page, "counts": counts}
     return _page(request, "ui/queue.html", context)
+
+
+# --- activity charts ----------------------------------------------------------------------------------------
+
+
+def _activity_filters(request: HttpRequest) -> tuple[str, Connection | None]:
+    """The range (hour, day, week; default hour) and the connection (default: the whole node) asked for;
+    anything unknown is the default."""
+    from exalate_node.ui.activity import RANGES
+
+    range_name = request.GET.get("range", "hour")
+    if range_name not in RANGES:
+        range_name = "hour"
+    raw = request.GET.get("connection", "")
+    connection = Connection.objects.filter(pk=int(raw)).first() if raw.isdigit() and len(raw) < 12 else None
+    return range_name, connection
+
+
+@staff_member_required
+@require_GET
+def activity(request: HttpRequest) -> HttpResponse:
+    """Charts of sync activity: events, failures and latency, for the node or one connection."""
+    range_name, connection = _activity_filters(request)
+    context = {
+        "title": "Activity",
+        "range": range_name,
+        "connection": connection,
+        "connections": Connection.objects.order_by("name", "id"),
+        "ranges": [("hour", "Last hour"), ("day", "Last day"), ("week", "Last week")],
+    }
+    return _page(request, "ui/activity.html", context)
+
+
+@staff_member_required
+@require_GET
+def activity_data(request: HttpRequest) -> JsonResponse:
+    """The charts' series (``exalate_node.ui.activity.activity_series``), after rolling up new events."""
+    from exalate_node.ui.activity import activity_rollup, activity_series
+
+    range_name, connection = _activity_filters(request)
+    activity_rollup()
+    series = activity_series(range_name=range_name, connection_id=connection.pk if connection else None)
+    return JsonResponse(series)
 
 
 # --- errors -------------------------------------------------------------------------------------------------
@@ -803,10 +990,16 @@ def tracker_list(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 @require_http_methods(["GET", "POST"])
 def tracker_issue_create(request: HttpRequest) -> HttpResponse:
-    """Create an issue in a project (``?project=KEY``)."""
-    project = get_object_or_404(
-        Project, key=(request.GET.get("project") or request.POST.get("project") or "")
-    )
+    """Create an issue in a project (``?project=KEY``); without a known project, a page to choose one."""
+    wanted = (request.GET.get("project") or request.POST.get("project") or "").strip()
+    project = Project.objects.filter(key=wanted).first() if wanted else None
+    if project is None:
+        context = {
+            "title": "New issue: choose a project",
+            "wanted": wanted,
+            "projects": Project.objects.select_related("instance").order_by("key"),
+        }
+        return _page(request, "ui/tracker/choose_project.html", context, status=404 if wanted else 200)
     form = forms.IssueForm(request.POST or None, project=project)
     if request.method == "POST" and form.is_valid():
         try:
@@ -840,8 +1033,52 @@ def tracker_issue(request: HttpRequest, key: str) -> HttpResponse:
     return _issue_page(request, issue, form=form)
 
 
+@staff_member_required
+@require_GET
+def tracker_issue_by_id(request: HttpRequest, pk: int) -> HttpResponse:
+    """The link an item carries (``BuiltinConnector.url_for``): by id, which stays when a key changes."""
+    issue = get_object_or_404(Issue.objects.only("key"), pk=pk)
+    return redirect("ui:issue", key=issue.key)
+
+
+NODE_ACTOR = "exalate-node:"  # replicas.pipeline.actor_for: the name the node writes under per connection
+
+
+def _people(actors: set[str]) -> dict[str, str]:
+    """What a page calls who made a change: the node's own account (``exalate-node:<connection uid>``)
+    becomes the sync it made it for ("Sync from Engineering via “Support ⇄ Engineering”"); people stay."""
+    import uuid
+
+    uids = {}
+    for actor in actors:
+        if actor.startswith(NODE_ACTOR):
+            try:
+                uids[actor] = uuid.UUID(actor[len(NODE_ACTOR) :])
+            except ValueError:
+                continue
+    found = Connection.objects.filter(uid__in=uids.values()).select_related("remote_instance")
+    by_uid = {c.uid: c for c in found}
+    labels = {}
+    for actor, uid in uids.items():
+        conn = by_uid.get(uid)
+        if conn is None:
+            labels[actor] = "Sync (a connection since deleted)"
+        elif conn.remote_instance is not None:
+            labels[actor] = f"Sync from {conn.remote_instance.name} via “{conn.name}”"
+        else:
+            labels[actor] = f"Sync via “{conn.name}”"
+    return labels
+
+
 def _issue_page(request: HttpRequest, issue: Issue, **forms_: Any) -> HttpResponse:
     instance = issue.project.instance
+    comments, changes = list(issue.comments.all()), list(issue.changes.all()[:20])
+    people = _people({issue.updated_by, *(c.author for c in comments), *(ch.actor for ch in changes)} - {""})
+    issue.updated_by_label = people.get(issue.updated_by, issue.updated_by)  # type: ignore[attr-defined]
+    for comment in comments:
+        comment.author_label = people.get(comment.author, comment.author)  # type: ignore[attr-defined]
+    for change in changes:
+        change.actor_label = people.get(change.actor, change.actor)  # type: ignore[attr-defined]
     context = {
         "title": f"{issue.key}: {issue.summary}",
         "issue": issue,
@@ -849,9 +1086,9 @@ def _issue_page(request: HttpRequest, issue: Issue, **forms_: Any) -> HttpRespon
         or forms.IssueForm(project=issue.project, initial=forms.IssueForm.initial_for(issue)),
         "comment_form": forms_.get("comment_form") or forms.CommentForm(),
         "attachment_form": forms_.get("attachment_form") or forms.AttachmentForm(),
-        "comments": issue.comments.all(),
+        "comments": comments,
         "attachments": issue.attachments.all(),
-        "changes": issue.changes.all()[:20],
+        "changes": changes,
         "twins": Twin.objects.filter(
             connection__local_instance=instance, local_id=str(issue.pk)
         ).select_related("connection"),

@@ -14,6 +14,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from exalate_node.api import Pagination
 from instances.api.serializers import (
     AttachmentSerializer,
     AttachmentUploadSerializer,
@@ -33,6 +34,7 @@ def _actor(request: Request) -> str:
 class InstanceViewSet(viewsets.ModelViewSet):
     """Trackers this node talks to. Credentials can be written but are never returned."""
 
+    pagination_class = Pagination
     queryset = Instance.objects.all()
     serializer_class = InstanceSerializer
     filterset_fields = ["kind", "tracker_type"]
@@ -45,6 +47,7 @@ class ProjectViewSet(
 ):
     """Projects of the built-in tracker."""
 
+    pagination_class = Pagination
     queryset = Project.objects.all()
     serializer_class = ProjectSerializer
     lookup_field = "key"
@@ -73,6 +76,7 @@ class IssueViewSet(
 ):
     """Issues of the built-in tracker, addressed by key (``DEMO-12``)."""
 
+    pagination_class = Pagination
     serializer_class = IssueSerializer
     lookup_field = "key"
     lookup_value_regex = r"[A-Z][A-Z0-9]*-\d+"

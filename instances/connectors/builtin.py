@@ -60,7 +60,8 @@ class BuiltinConnector(Connector):
             raise ConnectorError(f"Issue {item_id} does not exist in {self.instance.name}.", status=404)
 
     def url_for(self, issue: Issue) -> str:
-        return f"{settings.NODE_URL}/admin/instances/issue/{issue.pk}/change/"
+        # The item's page in the node's UI (by id, so it survives a key change), not the admin change form.
+        return f"{settings.NODE_URL.rstrip('/')}/ui/tracker/issues/{issue.pk}/"
 
     def ref(self, issue: Issue) -> ItemRef:
         return ItemRef(

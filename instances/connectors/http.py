@@ -52,6 +52,7 @@ import urllib3.exceptions
 from exalate_node import outbound
 from exalate_node.redaction import redact as redact_secrets
 from exalate_node.redaction import registry as secret_registry
+from instances import traffic
 from instances.connectors.base import ConnectorError
 
 logger = logging.getLogger("exalate.http")
@@ -311,6 +312,7 @@ class HttpClient:
         self.wall_clock = wall_clock
         self.jitter = jitter
         self.bucket = bucket_for(bucket_key or self.base_url, rate_per_s, clock=clock)
+        self.traffic_key = bucket_key or ""  # the instance uid: requests counted for /metrics
         self.requests_made = 0
         self.requests_by_method: Counter[str] = Counter()
         # When the last response arrived: its ``Date`` header (the tracker's clock, epoch seconds; None when
@@ -449,7 +451,11 @@ class HttpClient:
         attempt = 0
         while True:
             attempt += 1
-            self._wait(self.bucket.reserve(), started, what, reason="the request budget")
+            if self.traffic_key:
+                traffic.maybe_flush()
+            budget_wait = self.bucket.reserve()
+            self._wait(budget_wait, started, what, reason="the request budget")
+            self._count_wait(budget_wait)
             self.requests_made += 1
             self.requests_by_method[method] += 1
             with _process_lock:
@@ -491,6 +497,7 @@ class HttpClient:
                 outbound.DeadlinePassed,
             ) as exc:
                 unsent = never_sent(exc)
+                self._count("error")
                 if budget.expired or isinstance(exc, outbound.DeadlinePassed):
                     kind = f"did not answer within {budget.describe()}"
                 elif isinstance(exc, requests.Timeout):
@@ -529,6 +536,7 @@ class HttpClient:
                 )
             elapsed = self.clock() - t0
             status = response.status_code
+            self._count(str(status))
             logger.info("%s %s -> %s (%.2f s)", method, shown, status, elapsed)
             now = self.wall_clock()
             self.last_response_at = now
@@ -566,6 +574,16 @@ class HttpClient:
                     status=status,
                 )
             self._wait(delay, started, what, reason=f"{status}")
+            if throttled:
+                self._count_wait(delay)
+
+    def _count(self, outcome: str) -> None:
+        if self.traffic_key:
+            traffic.record(self.traffic_key, outcome)
+
+    def _count_wait(self, seconds: float) -> None:
+        if self.traffic_key and seconds > 0:
+            traffic.waited(self.traffic_key, seconds)
 
     def _check_destination(self, url: str) -> None:
         """http(s) only; with OUTBOUND_REFUSE_PRIVATE_ADDRESSES and a proxy in the way, the host is checked by

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,7 +15,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections.models import Connection
-from exalate_node.api import TRACKER_FAILURES, tracker_failed
+from exalate_node.api import TRACKER_FAILURES, Pagination, tracker_failed
+from exalate_node.templatetags.links import item_url
 from instances.connectors import ConnectorError
 from replicas import bulk, reconcile, selectors, triggers
 from replicas.models import BulkJob, ReconciliationReport, Trigger, Twin
@@ -37,6 +39,7 @@ class TriggerSerializer(serializers.ModelSerializer):
 class TriggerListView(ListAPIView):
     """Triggers of this side of the connection; POST adds one (the query is checked by the tracker)."""
 
+    pagination_class = Pagination
     serializer_class = TriggerSerializer
     queryset = Trigger.objects.none()  # for the schema; the real one depends on the URL
 
@@ -201,11 +204,18 @@ class TwinSerializer(serializers.ModelSerializer):
             "created_at",
         ]
 
+    def to_representation(self, instance: Twin) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        # Older built-in tracker links pointed at the admin change form: the item's UI page instead.
+        data["local_url"], data["remote_url"] = item_url(data["local_url"]), item_url(data["remote_url"])
+        return data
+
 
 class TwinListView(ListAPIView):
     """Items under sync on the connection; ``?stuck_minutes=N`` lists those not synchronized for N
     minutes; ``?state=`` filters by state."""
 
+    pagination_class = Pagination
     serializer_class = TwinSerializer
     queryset = Twin.objects.none()  # for the schema; the real one depends on the URL
 

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exalate_node.api import TRACKER_FAILURES, tracker_failed
+from exalate_node.api import TRACKER_FAILURES, Pagination, tracker_failed
 from instances.models import Instance
 from replicas import pipeline
 from replicas.models import SyncError, SyncEvent
@@ -71,6 +71,7 @@ class SyncErrorSerializer(serializers.ModelSerializer):
 class SyncEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Outgoing and incoming sync events, newest first. Filter by connection, direction, status, item_key."""
 
+    pagination_class = Pagination
     queryset = SyncEvent.objects.select_related("connection").order_by("-id")
     filterset_fields = ["connection", "direction", "status", "item_key", "trace_id", "kind"]
     ordering_fields = ["id", "created_at", "processed_at"]
@@ -83,6 +84,7 @@ class SyncEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
 class SyncErrorViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Errors an admin must see, by impact; resolve, or resolve and retry."""
 
+    pagination_class = Pagination
     queryset = SyncError.objects.select_related("event", "twin").order_by("-id")
     serializer_class = SyncErrorSerializer
     filterset_fields = {"impact": ["exact"], "connection": ["exact"], "resolved_at": ["isnull"]}

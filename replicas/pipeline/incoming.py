@@ -150,8 +150,15 @@ def process_incoming(twin: Twin, head: SyncEvent) -> None:
         if callable(flush):
             flush()  # connectors that coalesce writes (Zendesk's per-ticket limit) write them now
         with transaction.atomic(savepoint=False):  # a failure here rolls back the apply too (built-in)
-            _record(twin, head, payload["hubIssue"], connector, plan, wrote, rules)
+            note = _record(twin, head, payload["hubIssue"], connector, plan, wrote, rules)
             transport.ack(head, twin)
+    logger.info(
+        "Applied message %d from %s to %s%s",
+        head.seq,
+        conn.name,
+        twin.local_key,
+        f" ({note})" if note else "",
+    )
     if plan.result.sync_back:
         queue_outgoing(twin)
     if plan.result.unexalate:
@@ -270,9 +277,9 @@ def _record(
     plan: _Plan,
     wrote: Written,
     rules: Any,
-) -> None:
+) -> str:
     """The twin's bookkeeping after the writes (inside the apply's transaction): the replicas, what is now
-    in sync (no echo), the person-edit time, and the event done."""
+    in sync (no echo), the person-edit time, and the event done. Returns the event's note."""
     conn = twin.connection
     lock_pair(twin)
     twin.prev_remote_replica = twin.remote_replica
@@ -313,3 +320,4 @@ def _record(
         error=note,
         not_before=None,
     )
+    return note

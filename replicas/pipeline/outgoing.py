@@ -11,7 +11,7 @@ from django.utils import timezone
 from connections.models import Connection
 from instances.connectors import get_connector
 from replicas.models import SyncEvent, Twin
-from replicas.pipeline.base import Direction, Status, actor_for, rules_for
+from replicas.pipeline.base import Direction, Status, actor_for, logger, rules_for
 from replicas.pipeline.context import script_context
 from replicas.pipeline.merge import ITEM_FIELDS, VOLATILE, comparable, person_time
 from replicas.pipeline.services import unexalate
@@ -61,6 +61,7 @@ def process_outgoing(twin: Twin, head: SyncEvent) -> None:
         twin = head.twin = locked
         if comparable(hub) == comparable(twin.local_replica) and not result.sync_back:
             finish_event(head, Status.SKIPPED, "Nothing to send: the replica did not change.")
+            logger.info("Nothing to send for %s: the replica did not change", item.get("key"))
         else:
             twin.sent_seq += 1
             twin.local_replica = hub
@@ -79,6 +80,7 @@ def process_outgoing(twin: Twin, head: SyncEvent) -> None:
                 "",
             )
             transport.send(head)
+            logger.info("Sent %s to %s as message %d", twin.local_key, conn.name, twin.sent_seq)
     if result.unexalate:
         unexalate(twin=twin)
 

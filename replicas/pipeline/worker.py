@@ -13,6 +13,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from connections.models import Connection
+from exalate_node import logs
 from exalate_node.tasks import enqueue
 from instances import health
 from replicas.models import SyncEvent, Twin
@@ -219,10 +220,7 @@ def _drain(twin_id: int, token: str) -> None:
         if not renew_lease(twin.pk, token):
             return
         try:
-            if head.direction == Direction.OUTGOING:
-                process_outgoing(twin, head)
-            else:
-                process_incoming(twin, head)
+            _process(twin, head)
         except OperationalError as exc:
             what = transient_db_error(exc)
             if what is None:
@@ -251,6 +249,16 @@ def _drain(twin_id: int, token: str) -> None:
         if health.instance_answered(instance):
             resume_instance(instance)
         settle_state(twin.pk)
+
+
+def _process(twin: Twin, head: SyncEvent) -> None:
+    """One event, with its trace id, connection and item on every log line it causes."""
+    item = head.item_key or twin.local_key
+    with logs.bind(trace_id=head.trace_id, connection=twin.connection.pk, item=item):
+        if head.direction == Direction.OUTGOING:
+            process_outgoing(twin, head)
+        else:
+            process_incoming(twin, head)
 
 
 SWEEP_LIMIT = 200

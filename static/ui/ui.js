@@ -3,7 +3,10 @@
    - form[data-confirm]: ask before submitting
    - select[data-retarget]: point a form's action at the chosen connection
    - textarea.code: line numbers, light Python highlighting, problem lines marked
-   - table[data-progress-url]: refresh the bulk jobs' progress bars every 2 s while a job is queued or running */
+   - table[data-progress-url]: refresh the bulk jobs' progress bars every 2 s while a job is queued or running
+   - [data-live]: parts of a page that change on their own (states, counts, timelines) are fetched again every
+     second and swapped in place, while the tab is visible; open <details> stay open, a part the admin is
+     typing, clicking or selecting text in is left alone until they are done */
 (function () {
   "use strict";
 
@@ -175,7 +178,99 @@
     window.setTimeout(tick, 2000);
   }
 
+  var LIVE_INTERVAL_MS = 1000;
+
+  function openDetails(region) {
+    var open = {};
+    region.querySelectorAll("details").forEach(function (d, i) {
+      open[d.id || "#" + i] = d.open;
+    });
+    return open;
+  }
+
+  function restoreDetails(region, open) {
+    region.querySelectorAll("details").forEach(function (d, i) {
+      var key = d.id || "#" + i;
+      if (key in open) { d.open = open[key]; }
+    });
+  }
+
+  var pressing = false;  // a click in progress: swapping now would drop it (mousedown and mouseup on different nodes)
+  document.addEventListener("pointerdown", function () { pressing = true; }, true);
+  document.addEventListener("pointerup", function () { pressing = false; }, true);
+  document.addEventListener("pointercancel", function () { pressing = false; }, true);
+
+  function busy(region) {
+    if (pressing) { return true; }
+    var active = document.activeElement;
+    if (active && active !== document.body && region.contains(active) &&
+        /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName)) { return true; }
+    var selection = window.getSelection && window.getSelection();  // text being selected or copied
+    return !!(selection && !selection.isCollapsed && selection.rangeCount &&
+      region.contains(selection.getRangeAt(0).commonAncestorContainer));
+  }
+
+  function liveRegions() {
+    var timer = null, stopped = false, inflight = false, polls = 0;
+    var status = document.querySelector(".live-status");
+
+    function schedule() {
+      window.clearTimeout(timer);
+      if (!stopped && !document.hidden) { timer = window.setTimeout(tick, LIVE_INTERVAL_MS); }
+    }
+
+    function stop(message) {
+      stopped = true;
+      if (status) { status.textContent = message; status.classList.add("stopped"); }
+    }
+
+    function tick() {
+      if (inflight || stopped) { return; }
+      inflight = true;
+      var sent = window.location.href;
+      fetch(sent, { credentials: "same-origin", headers: { "X-Live-Poll": "1", "Accept": "text/html" } })
+        .then(function (response) {
+          if (response.redirected && new URL(response.url).pathname !== window.location.pathname) {
+            throw new Error("signed out");  // the session ended: the login page came back
+          }
+          if (!response.ok && response.status !== 400) { throw new Error(String(response.status)); }
+          return response.text();
+        })
+        .then(function (html) {
+          inflight = false;
+          if (sent !== window.location.href) { return; }  // the page moved on meanwhile
+          var fresh = new DOMParser().parseFromString(html, "text/html");
+          document.querySelectorAll("[data-live]").forEach(function (region) {
+            var next = region.id && fresh.getElementById(region.id);
+            if (!next || next.innerHTML === region.innerHTML || busy(region)) { return; }
+            var open = openDetails(region);
+            region.innerHTML = next.innerHTML;
+            restoreDetails(region, open);
+          });
+          if (status) { status.textContent = "Live"; status.classList.remove("stopped"); }
+          polls += 1;
+          document.documentElement.dataset.livePolls = String(polls);  // tests wait on it
+          schedule();
+        })
+        .catch(function (err) {
+          inflight = false;
+          if (err.message === "signed out") {
+            stop("Not refreshing: you were signed out. Reload the page to sign in again.");
+          } else {
+            if (status) { status.textContent = "Could not refresh; trying again…"; status.classList.add("stopped"); }
+            timer = window.setTimeout(schedule, 4 * LIVE_INTERVAL_MS);
+          }
+        });
+    }
+
+    document.addEventListener("visibilitychange", function () {
+      if (document.hidden) { window.clearTimeout(timer); } else { tick(); }
+    });
+    schedule();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    if (document.querySelector("[data-live]")) { liveRegions(); }
     document.querySelectorAll("table[data-progress-url]").forEach(pollProgress);
     document.querySelectorAll("[data-copy]").forEach(function (button) {
       button.addEventListener("click", function () {
@@ -184,10 +279,10 @@
         if (target) { copyText(target, status); }
       });
     });
-    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
-      form.addEventListener("submit", function (ev) {
-        if (!window.confirm(form.dataset.confirm)) { ev.preventDefault(); }
-      });
+    // Delegated, so forms inside a [data-live] part still ask after the part was swapped.
+    document.addEventListener("submit", function (ev) {
+      var form = ev.target;
+      if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) { ev.preventDefault(); }
     });
     document.querySelectorAll("select[data-retarget]").forEach(function (select) {
       var form = document.querySelector(select.dataset.retarget);

@@ -321,3 +321,124 @@ def test_bulk_exalate_progress_in_a_browser(page, two_trackers):
     )
     assert "Done" in page.inner_text(f"#job-{job.pk} .job-status")
     assert not page.is_visible(f"#job-{job.pk} .cancel-form")
+
+
+@closes_db_connections
+def test_open_pages_show_a_sync_without_a_reload(page, two_trackers):
+    """Exalate an item while its Entity Sync Status page, the dashboard and the connection page are open:
+    each shows the change within a second or two, and none of them was reloaded."""
+    from connections.services import connection_create_local
+    from instances.tracker import services
+    from replicas import pipeline
+
+    sup, eng = two_trackers
+    a, _b = connection_create_local(
+        name="Support ⇄ Engineering", instance_a=sup.instance, instance_b=eng.instance
+    )
+    pipeline.META_CACHE.clear()
+    first = services.issue_create(project=sup, actor="anna@example.com", summary="Printer on fire")
+    second = services.issue_create(project=sup, actor="anna@example.com", summary="Toner low")
+
+    page.goto(f"/ui/status/?instance={sup.instance.pk}&key={first.key}")
+    assert "is not synced on any connection" in page.inner_text("#live-status")
+    page.evaluate("window.notReloaded = true")
+    pipeline.exalate(connection=a, key=first.key)
+    page.wait_for_selector("#live-status .twin .badge-synchronized", timeout=5_000)
+    assert "ENG-1" in page.inner_text("#live-status .remote-link")
+    assert "just now" in page.inner_text("#live-status .facts") or "seconds ago" in page.inner_text(
+        "#live-status .facts"
+    )
+    assert page.evaluate("window.notReloaded") is True
+    shot(page, "live-status")
+
+    others = page.context.new_page()
+    others.goto(f"/ui/connections/{a.pk}/")
+    others.evaluate("window.notReloaded = true")
+    page.goto("/ui/")
+    page.evaluate("window.notReloaded = true")
+    before = page.inner_text("#live-dashboard .card-num >> nth=1")
+    pipeline.exalate(connection=a, key=second.key)
+    page.wait_for_function(
+        "n => document.querySelectorAll('#live-dashboard .card-num')[1].textContent.trim() !== n",
+        arg=before,
+        timeout=5_000,
+    )
+    others.wait_for_selector(f"#live-connection-items >> text={second.key}", timeout=5_000)
+    assert page.evaluate("window.notReloaded") is True
+    assert others.evaluate("window.notReloaded") is True
+    others.close()
+
+
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [];
+  // Tables may scroll inside their .table-wrap; the page, the navigation and the cards may not.
+  const parts = "#header, .ui-nav, .ui-nav a, .cards, .card, .card > *, .breadcrumbs";
+  for (const el of document.querySelectorAll(parts)) {
+    const box = el.getBoundingClientRect();
+    if (box.right > width + 1 || el.scrollWidth > el.clientWidth + 1) {
+      wide.push((el.id || el.className || el.tagName) + " " + Math.round(box.right) + "/" + el.scrollWidth);
+    }
+  }
+  const page = document.documentElement.scrollWidth;
+  if (page > width + 1) { wide.push("page " + page); }
+  return wide;
+}"""
+
+
+@closes_db_connections
+def test_at_390_px_nothing_overflows_or_is_clipped(page, synced):
+    a, _b, issue = synced
+    page.set_viewport_size({"width": 390, "height": 844})
+    for name, url in [
+        ("dashboard", "/ui/"),
+        ("connections", "/ui/connections/"),
+        ("connection", f"/ui/connections/{a.pk}/"),
+        ("status", f"/ui/status/?instance={a.local_instance_id}&key={issue.key}"),
+        ("queue", "/ui/queue/"),
+    ]:
+        page.goto(url)
+        shot(page, f"mobile-{name}")
+        assert page.evaluate(OVERFLOW) == [], name
+
+
+@closes_db_connections
+def test_a_live_page_leaves_selected_text_alone(page, synced):
+    """Selecting a trace id to copy it must survive the page's refresh, even while the events change."""
+    from replicas import pipeline
+
+    a, _b, issue = synced
+    page.goto(f"/ui/status/?instance={a.local_instance_id}&key={issue.key}")
+    page.evaluate(
+        """() => { const code = document.querySelector('#live-status code.trace');
+                   window.getSelection().selectAllChildren(code); window.selectedNode = code; }"""
+    )
+    selected = page.evaluate("window.getSelection().toString()")
+    pipeline.exalate(connection=a, key=issue.key)  # a new event: the region has new content to show
+    polls = int(page.evaluate("document.documentElement.dataset.livePolls || '0'"))
+    page.wait_for_function(
+        f"Number(document.documentElement.dataset.livePolls) >= {polls + 2}", timeout=5_000
+    )
+    assert page.evaluate("window.getSelection().toString()") == selected
+    assert page.evaluate("document.contains(window.selectedNode)") is True
+    page.evaluate("window.getSelection().removeAllRanges()")
+    page.wait_for_function(
+        "document.querySelectorAll('#live-status .events tbody tr').length > 2", timeout=5_000
+    )
+
+
+@closes_db_connections
+def test_the_activity_charts_draw(page, synced):
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.goto("/ui/activity/")
+    page.wait_for_selector("#activity[data-loaded] [data-chart=events] canvas")
+    assert page.locator("#activity canvas").count() == 3
+    assert int(page.inner_text("[data-total=events]")) > 0
+    assert page.inner_text("[data-total=p50]").startswith("≤")
+    assert "Support ⇄ Engineering" in page.inner_text("[data-connections]")
+    shot(page, "activity")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    page.wait_for_selector("#activity[data-loaded] [data-chart=events] canvas")
+    shot(page, "mobile-activity")
+    assert page.evaluate(OVERFLOW) == []

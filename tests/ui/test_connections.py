@@ -77,3 +77,31 @@ def test_exalate_from_the_connection_page_goes_to_the_status_page(staff, synced)
     assert response.status_code == 302 and f"key={other.key}" in response["Location"]
     bad = staff.post(reverse("ui:exalate", args=[a.pk]), {"key": "SUP-999"}, follow=True)
     assert "There is no item &#x27;SUP-999&#x27;" in bad.content.decode()
+
+
+def test_a_local_connection_is_one_row_and_counted_once(staff, synced):
+    a, b, _issue = synced
+    assert a.peer_id == b.pk  # two rows in the database, one per side
+
+    dashboard = staff.get(reverse("ui:dashboard"))
+    assert [c.pk for c in dashboard.context["connections"]] == [a.pk]
+    assert dashboard.content.decode().count("Support desk ⇄ Engineering · local") == 1
+    assert dashboard.context["connection_count"] == 1
+    assert dashboard.context["twin_count"] == 1  # SUP-1 and its copy ENG-1: one item under sync
+
+    listing = staff.get(reverse("ui:connections")).content.decode()
+    assert listing.count("<strong>Support ⇄ Engineering</strong>") == 1
+    # Both sides stay reachable from the one row.
+    assert f'href="{reverse("ui:connection", args=[b.pk])}">Engineering</a>' in listing
+
+
+def test_a_connection_with_another_node_is_still_listed(staff, synced):
+    from instances.models import Instance
+
+    remote = Instance.objects.create(name="Far away", tracker_type="builtin", kind=Instance.Kind.REMOTE)
+    Connection.objects.create(
+        name="To node B", status="active", local_instance=synced[0].local_instance, remote_instance=remote
+    )
+    response = staff.get(reverse("ui:dashboard"))
+    assert response.context["connection_count"] == 2
+    assert "To node B" in response.content.decode()

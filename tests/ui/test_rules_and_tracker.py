@@ -116,3 +116,14 @@ def test_tracker_errors_say_what_to_do(staff, builtin):
         reverse("ui:tracker"), {"instance": builtin.instance_id, "key": "SUP", "name": "Dup"}
     )
     assert response.status_code == 400 and "already exists" in response.content.decode()
+
+
+def test_changes_the_node_made_name_the_sync_not_the_machine_account(staff, synced):
+    _a, b, _issue = synced
+    copy = Issue.objects.get(project__instance=b.local_instance)
+    assert copy.updated_by.startswith("exalate-node:")
+    body = staff.get(reverse("ui:issue", args=[copy.key])).content.decode()
+    label = f"Sync from {b.remote_instance.name} via “{b.name}”"
+    assert f'by <span title="{copy.updated_by}">{label}</span>' in body  # "Updated by" and History
+    assert body.count(label) >= 2
+    assert f">{copy.updated_by}<" not in body  # the machine name only in a tooltip

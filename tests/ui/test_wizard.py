@@ -91,3 +91,48 @@ def test_a_used_code_is_refused_with_a_clear_message(staff, builtin, monkeypatch
     )
     assert response.status_code == 400
     assert "already used" in response.content.decode()
+
+
+def test_a_code_of_this_node_warns_of_a_loop_back(staff, two_trackers):
+    from connections.handshake import connection_initiate
+
+    sup, eng = two_trackers
+    _connection, code = connection_initiate(name="Loop", local_instance=sup.instance)
+    response = staff.post(reverse("ui:accept"), {"code": code, "local_instance": eng.instance_id})
+    body = response.content.decode()
+    assert "This code was made by this node." in body and "loop-back" in body
+    assert Connection.objects.count() == 1  # nothing accepted
+
+
+def test_a_used_code_of_this_node_is_refused_at_check_code(staff, two_trackers):
+    from django.utils import timezone
+
+    from connections.handshake import connection_initiate
+
+    sup, eng = two_trackers
+    connection, code = connection_initiate(name="Loop", local_instance=sup.instance)
+    connection.invitations.update(used_at=timezone.now())
+    response = staff.post(reverse("ui:accept"), {"code": code, "local_instance": eng.instance_id})
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "This code was already used" in body and "You are about to connect to" not in body
+
+
+def test_a_pending_connection_whose_code_expired_says_so(staff, two_trackers):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from connections.handshake import connection_initiate
+
+    sup, _eng = two_trackers
+    connection, _code = connection_initiate(name="Waiting", local_instance=sup.instance)
+    listing = staff.get(reverse("ui:connections")).content.decode()
+    assert "waiting for acceptance" in listing and "invitation code expired" not in listing
+
+    connection.invitations.update(expires_at=timezone.now() - timedelta(minutes=1))
+    listing = staff.get(reverse("ui:connections")).content.decode()
+    assert "invitation code expired" in listing and "waiting for acceptance" not in listing
+    detail = staff.get(reverse("ui:connection", args=[connection.pk])).content.decode()
+    assert "without being accepted" in detail and "New invitation code" in detail
+    assert "is waiting for the other admin" not in detail

@@ -30,7 +30,7 @@ class Command(BaseCommand):
             self._demo()
         self.stdout.write(
             self.style.SUCCESS(
-                f"\n  Log in at {settings.NODE_URL}/admin/ as user '{username}' with password '{password}'"
+                f"\n  Log in at {settings.NODE_URL}/ui/ as user '{username}' with password '{password}'"
                 f"\n  (the password is kept in {settings.VAR_DIR / 'admin-password'}).\n"
             )
         )
