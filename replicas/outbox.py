@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from replicas import pipeline
-
 if TYPE_CHECKING:
     from instances.models import Instance
 
 
 def record_item_change(*, instance_id: int, item_id: str, item_key: str, actor: str) -> None:
     """Record that an item of a local instance changed; the pipeline turns it into outgoing events."""
+    from replicas import pipeline  # on first use: registering the outbox at startup must not load it
+
     pipeline.on_item_changed(instance_id=instance_id, item_id=item_id, item_key=item_key, actor=actor)
 
 
 def resume_instance(instance: Instance) -> None:
     """A tracker marked unreachable answered again (a poll found it back): its waiting work goes now."""
+    from replicas import pipeline
+
     pipeline.resume_instance(instance)

@@ -3,6 +3,10 @@ ready, and loud when missing, so a change is never dropped silently."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +14,8 @@ import pytest
 from connections.transport import HttpTransport
 from instances import outbox as outbox_port
 from replicas import outbox, transport
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_pipeline_is_the_registered_outbox_and_http_the_node_to_node_transport() -> None:
@@ -28,3 +34,17 @@ def test_a_node_to_node_send_without_a_transport_says_what_to_do(monkeypatch: py
     monkeypatch.setattr(transport, "_remote", None)
     with pytest.raises(RuntimeError, match="'connections' to INSTALLED_APPS"):
         transport.transport_for(SimpleNamespace(is_local=False))
+
+
+def test_registering_the_ports_at_startup_loads_neither_the_pipeline_nor_the_http_transport() -> None:
+    # A process that never syncs (a management command, the web process before its first sync) must not
+    # pay for them: they were imported on first use before the ports existed (16 MB and 200 modules).
+    code = (
+        "import sys, django; django.setup(); "
+        "print(sorted(m for m in ('replicas.pipeline', 'connections.transport') if m in sys.modules))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "exalate_node.settings_test"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr
