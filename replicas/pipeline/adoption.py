@@ -33,6 +33,7 @@ def unlinked_entries(twin: Twin, kind: str, entries: dict[Any, dict[str, Any]]) 
 
 
 def same_text(a: Any, b: Any) -> bool:
+    """The same comment text, line ends and surrounding white space apart."""
     return str(a or "").replace("\r\n", "\n").strip() == str(b or "").replace("\r\n", "\n").strip()
 
 

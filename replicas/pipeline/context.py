@@ -48,6 +48,8 @@ def _instance_info(instance: Any) -> dict[str, str]:
 
 
 def script_context(conn: Connection) -> dict[str, Any]:
+    """What the rules see besides the item: the connection, both instances, and the local tracker's
+    metadata (cached per instance for 30 s in ``META_CACHE``)."""
     cached = META_CACHE.get(conn.local_instance_id)
     if cached is None or cached[0] < time.monotonic():
         meta = get_connector(conn.local_instance).metadata()

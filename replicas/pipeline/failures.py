@@ -91,6 +91,7 @@ def handle_failure(twin: Twin, event: SyncEvent, exc: Exception) -> bool:
 def entity_error(
     twin: Twin, event: SyncEvent, message: str, *, line: int | None = None, details: str = ""
 ) -> None:
+    """The event failed in a way retrying cannot fix: it blocks its twin until an admin resolves it."""
     with transaction.atomic():
         SyncEvent.objects.filter(pk=event.pk).update(status=Status.FAILED, error=message)
         Twin.objects.filter(pk=twin.pk).update(state=Twin.State.FAILED)

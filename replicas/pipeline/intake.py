@@ -47,6 +47,7 @@ def on_item_changed(*, instance_id: int, item_id: str, item_key: str, actor: str
 def queue_outgoing(
     twin: Twin, *, item_key: str = "", kind: str = SyncEvent.Kind.UPDATE, nudge_now: bool = True
 ) -> SyncEvent:
+    """Queue an outgoing event for the twin (and nudge it, unless the caller works through it)."""
     event = SyncEvent.objects.create(
         connection_id=twin.connection_id,
         twin=twin,
@@ -182,6 +183,7 @@ def acknowledge(
 
 
 def pending_twins(connection_id: int) -> list[int]:
+    """Twins of a connection with queued or interrupted events."""
     return list(
         SyncEvent.objects.filter(connection_id=connection_id, status__in=[Status.PENDING, Status.PROCESSING])
         .values_list("twin_id", flat=True)

@@ -74,6 +74,7 @@ heartbeat = _Heartbeat()
 
 
 def acquire_lease(twin_id: int) -> str | None:
+    """Take the twin's lease (a conditional UPDATE): its token, or None when another worker holds it."""
     token = uuid.uuid4().hex
     now = timezone.now()
     taken = (
@@ -100,5 +101,6 @@ def renew_lease(twin_id: int, token: str) -> bool:
 
 
 def release_lease(twin_id: int, token: str) -> None:
+    """Give the lease back (only if still ours) and stop renewing it."""
     heartbeat.drop(twin_id)
     Twin.objects.filter(pk=twin_id, lease_token=token).update(lease_token="", lease_until=None)

@@ -75,6 +75,7 @@ def settle_state(twin_id: int) -> None:
 
 
 def finish_event(event: SyncEvent, status: str, note: str = "") -> None:
+    """The event is done with ``status`` (and a note an admin sees), its backoff cleared."""
     SyncEvent.objects.filter(pk=event.pk).update(
         status=status, processed_at=timezone.now(), error=note, not_before=None
     )
