@@ -493,7 +493,7 @@ def measure(tracker: Tracker, key: str) -> dict[str, Cost]:
         for side, extra in zip((side_builtin, side_tracker), tracker.rules, strict=True):
             current = rules_current(side)
             rules_publish(connection=side, outgoing=current.outgoing, incoming=current.incoming + extra)
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     conns = [side_builtin.pk, side_tracker.pk]
     poll_instance(remote.pk)  # start the cursor: what the tracker held before is not news
 

@@ -29,14 +29,20 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from connections import signing
+from connections.messages import (
+    MAX_BATCH,
+    MessageRejected,
+    NodeRequestError,
+    apply_messages,
+    apply_peer_status,
+    validate_messages,
+)
 from connections.models import Connection, SeenNonce
+from connections.tasks import BATCH_MESSAGES, mark_delivered, next_batch, prune_nonces
 from exalate_node.parsers import JSONRefused, load_json
-from exalate_node.templatetags.links import is_web_url
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 1000
-_ID_MAX = 200
 # Row ids (BigAutoField) and cursors fit a signed 64-bit integer; a larger number cannot name a row, and
 # the database driver raises OverflowError on it (a 500 before this check).
 MAX_ROW_ID = 2**63 - 1
@@ -44,19 +50,6 @@ MAX_ROW_ID = 2**63 - 1
 
 def max_body_bytes() -> int:
     return int(getattr(settings, "NODE_MAX_BODY_BYTES", 10 * 1024 * 1024))
-
-
-class NodeRequestError(Exception):
-    """Answer the peer with ``status`` and a JSON error body; nothing was changed."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
-
-
-class MessageRejected(NodeRequestError):
-    def __init__(self, detail: str, code: str = "invalid_message") -> None:
-        super().__init__(400, code, detail)
 
 
 def error_response(status: int, code: str, detail: str) -> JsonResponse:
@@ -134,8 +127,6 @@ def authenticate(request: HttpRequest, body: bytes) -> Signed:
         )
     signed, key = _verify(conn, request, body)
     if random.random() < 0.01:  # noqa: S311  (now and then, in case no sweeper runs)
-        from connections.tasks import prune_nonces
-
         prune_nonces()
     try:
         with transaction.atomic():
@@ -172,7 +163,6 @@ def _verify(conn: Connection, request: HttpRequest, body: bytes) -> tuple[signin
 
 
 def _previous_key(conn: Connection) -> bytes | None:
-    from django.utils import timezone
 
     if conn.previous_key and conn.previous_key_until and conn.previous_key_until > timezone.now():
         return bytes.fromhex(conn.previous_key)
@@ -225,143 +215,6 @@ def node_endpoint(*methods: str) -> Callable:
     return wrap
 
 
-# --- messages -----------------------------------------------------------------------------------------------
-
-
-def _text(msg: dict[str, Any], name: str, index: int, *, required: bool = True, limit: int = _ID_MAX) -> str:
-    value = msg.get(name, "")
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or len(value) > limit or (required and not value):
-        raise MessageRejected(
-            f"Message {index}: '{name}' must be a non-empty string of at most {limit} characters."
-        )
-    return value
-
-
-def validate_messages(messages: Any) -> list[dict[str, Any]]:
-    """Check a whole batch before anything is stored: one bad message refuses the batch (400)."""
-    from replicas.models import SyncEvent
-    from replicas.schema import ReplicaInvalid, validate_replica
-
-    if not isinstance(messages, list):
-        raise MessageRejected('The body must be {"messages": [...]}.')
-    if len(messages) > MAX_BATCH:
-        raise MessageRejected(f"A batch carries at most {MAX_BATCH} messages; send smaller batches.")
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise MessageRejected(f"Message {i} is not an object.")
-        kind = msg.get("type")
-        if kind == "event":
-            trace = _text(msg, "trace_id", i, limit=64)
-            try:
-                uuid.UUID(trace)
-            except ValueError:
-                raise MessageRejected(f"Message {i}: 'trace_id' is not a UUID.")
-            if msg.get("kind") not in SyncEvent.Kind.values:
-                raise MessageRejected(
-                    f"Message {i}: 'kind' must be one of {', '.join(SyncEvent.Kind.values)}."
-                )
-            seq = msg.get("seq")
-            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**31:
-                raise MessageRejected(f"Message {i}: 'seq' must be a non-negative integer.")
-            _text(msg, "remote_item_id", i)
-            replica = msg.get("replica")
-            if replica is None and msg["kind"] == SyncEvent.Kind.UNEXALATE:
-                continue
-            try:
-                validate_replica(replica)
-            except ReplicaInvalid as exc:
-                raise MessageRejected(f"Message {i} (trace {trace}): {exc}", code="replica_invalid")
-        elif kind == "ack":
-            trace = _text(msg, "trace_id", i, limit=64)
-            try:
-                uuid.UUID(trace)
-            except ValueError:
-                raise MessageRejected(f"Message {i}: 'trace_id' is not a UUID.")
-            _text(msg, "remote_item_id", i)
-            _text(msg, "local_item_id", i)
-            _text(msg, "remote_key", i, required=False)
-            remote_url = _text(msg, "remote_url", i, required=False, limit=500)
-            if remote_url and not is_web_url(remote_url):
-                raise MessageRejected(
-                    f"Message {i}: 'remote_url' must be an http or https URL (it becomes a link on pages)."
-                )
-            links = msg.get("links", [])
-            if not isinstance(links, list) or len(links) > 10_000:
-                raise MessageRejected(f"Message {i}: 'links' must be a list.")
-            for link in links:
-                if not isinstance(link, dict) or not all(
-                    isinstance(link.get(k), str) and 0 < len(link[k]) <= _ID_MAX
-                    for k in ("kind", "local_id", "remote_id")
-                ):
-                    raise MessageRejected(
-                        f"Message {i}: each link needs kind, local_id and remote_id strings."
-                    )
-        elif kind == "status":
-            if msg.get("status") not in ("active", "deactivated"):
-                raise MessageRejected(f"Message {i}: 'status' must be 'active' or 'deactivated'.")
-        else:
-            raise MessageRejected(
-                f"Message {i}: unknown type {str(kind)[:40]!r} (expected event, ack or status)."
-            )
-    return messages
-
-
-def apply_messages(connection: Connection, messages: list[dict[str, Any]]) -> list[str]:
-    """Store a validated batch in order (call inside a transaction). Idempotent: a redelivered message is a
-    no-op. Returns the trace ids (status messages add none)."""
-    from replicas import pipeline
-
-    accepted = []
-    for msg in messages:
-        if msg["type"] == "event":
-            pipeline.receive(
-                connection=connection,
-                trace_id=msg["trace_id"],
-                kind=msg["kind"],
-                seq=msg["seq"],
-                replica=msg.get("replica"),
-                remote_item_id=msg["remote_item_id"],
-            )
-            accepted.append(msg["trace_id"])
-        elif msg["type"] == "ack":
-            pipeline.acknowledge(
-                connection=connection,
-                trace_id=msg["trace_id"],
-                remote_item_id=msg["remote_item_id"],
-                remote_key=msg.get("remote_key") or "",
-                remote_url=msg.get("remote_url") or "",
-                local_item_id=msg["local_item_id"],
-                links=msg.get("links") or [],
-            )
-            accepted.append(msg["trace_id"])
-        else:
-            apply_peer_status(connection, msg["status"])
-    return accepted
-
-
-def apply_peer_status(connection: Connection, status: str) -> None:
-    """The peer (de)activated its side: mirror it here without notifying back (no ping-pong).
-
-    An ``error`` status here is a local fault an admin resolves; the peer's activation does not clear it.
-    """
-    from replicas.pipeline import nudge, pending_twins
-
-    if status == Connection.Status.DEACTIVATED:
-        Connection.objects.filter(pk=connection.pk, status=Connection.Status.ACTIVE).update(
-            status=Connection.Status.DEACTIVATED,
-            status_message="Deactivated on the other node; changes are queued until it is activated again.",
-        )
-    elif status == Connection.Status.ACTIVE:
-        changed = Connection.objects.filter(pk=connection.pk, status=Connection.Status.DEACTIVATED).update(
-            status=Connection.Status.ACTIVE, status_message="", activated_at=timezone.now()
-        )
-        if changed:
-            for twin_id in pending_twins(connection.pk):
-                nudge(twin_id)
-
-
 def _require_open(conn: Connection) -> None:
     if conn.status == Connection.Status.PENDING:
         raise NodeRequestError(
@@ -385,8 +238,6 @@ def messages(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
 
 
 def _serve_outbox(request: HttpRequest, auth: Signed) -> HttpResponse:
-    from connections.tasks import BATCH_MESSAGES, next_batch
-
     conn = auth.connection
     _require_open(conn)
     if not conn.polled_by_peer:
@@ -409,8 +260,6 @@ def _serve_outbox(request: HttpRequest, auth: Signed) -> HttpResponse:
 @node_endpoint("POST")
 def messages_ack(request: HttpRequest, auth: Signed, data: Any) -> HttpResponse:
     """A private-mode peer applied these outbox messages: they are delivered."""
-    from connections.tasks import mark_delivered
-
     ids = data.get("ids") if isinstance(data, dict) else None
     if (
         not isinstance(ids, list)

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from connections.messages import MessageRejected, apply_messages, validate_messages
 from connections.models import Connection, OutboundMessage, SeenNonce
 from connections.transport import (
     CONNECT_TIMEOUT,
@@ -289,8 +290,6 @@ def _connection_error(conn: Connection, message: str) -> None:
 
 def poll(connection_id: int) -> int:
     """Fetch and apply the peer's messages for a private-mode connection, then acknowledge them."""
-    from connections.node_views import MessageRejected, apply_messages, validate_messages
-
     token = _acquire(connection_id)
     if token is None:
         return 0

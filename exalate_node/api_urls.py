@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from connections.api.views import AlertTestView, ConnectionViewSet
 from instances.api.views import InstanceViewSet, IssueViewSet, ProjectViewSet
+from replicas.api.dryrun import RulesDryRunView
 from replicas.api.ops import (
     BulkCancelView,
     BulkDetailView,
@@ -29,6 +30,7 @@ router.register("tracker/issues", IssueViewSet, basename="tracker-issue")
 
 urlpatterns = [
     path("", include("syncrules.api.urls")),
+    path("connections/<int:pk>/rules/dry-run/", RulesDryRunView.as_view(), name="rules-dry-run"),
     path("alerts/test/", AlertTestView.as_view(), name="alerts-test"),
     path("connections/<int:pk>/triggers/", TriggerListView.as_view(), name="triggers"),
     path("connections/<int:pk>/triggers/<int:trigger_id>/", TriggerDetailView.as_view(), name="trigger"),

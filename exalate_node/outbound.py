@@ -60,7 +60,8 @@ DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024
 DEFAULT_MIN_DOWNLOAD_RATE = 32 * 1024  # bytes per second, averaged, after the first deadline's seconds
 
 
-def _setting(name: str, default: Any) -> Any:
+def setting(name: str, default: Any) -> Any:
+    """A Django setting, or ``default`` where Django is not configured (a script, the sandbox)."""
     try:
         from django.conf import settings
 
@@ -70,27 +71,27 @@ def _setting(name: str, default: Any) -> Any:
 
 
 def peer_deadline() -> float:
-    return float(_setting("OUTBOUND_PEER_DEADLINE", DEFAULT_PEER_DEADLINE))
+    return float(setting("OUTBOUND_PEER_DEADLINE", DEFAULT_PEER_DEADLINE))
 
 
 def tracker_deadline() -> float:
-    return float(_setting("OUTBOUND_TRACKER_DEADLINE", DEFAULT_TRACKER_DEADLINE))
+    return float(setting("OUTBOUND_TRACKER_DEADLINE", DEFAULT_TRACKER_DEADLINE))
 
 
 def max_answer_bytes() -> int:
-    return int(_setting("OUTBOUND_MAX_ANSWER_BYTES", DEFAULT_MAX_ANSWER_BYTES))
+    return int(setting("OUTBOUND_MAX_ANSWER_BYTES", DEFAULT_MAX_ANSWER_BYTES))
 
 
 def min_download_rate() -> float:
-    return float(_setting("OUTBOUND_MIN_DOWNLOAD_RATE", DEFAULT_MIN_DOWNLOAD_RATE))
+    return float(setting("OUTBOUND_MIN_DOWNLOAD_RATE", DEFAULT_MIN_DOWNLOAD_RATE))
 
 
 def refuse_private() -> bool:
-    return bool(_setting("OUTBOUND_REFUSE_PRIVATE_ADDRESSES", False))
+    return bool(setting("OUTBOUND_REFUSE_PRIVATE_ADDRESSES", False))
 
 
 def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(n, strict=False) for n in _setting("OUTBOUND_ALLOWED_NETWORKS", []) or []]
+    return [ipaddress.ip_network(n, strict=False) for n in setting("OUTBOUND_ALLOWED_NETWORKS", []) or []]
 
 
 # --- errors -------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from instances import health
 from instances.connectors import ConnectorError, get_connector
 from instances.connectors.base import NODE_ACTOR_PREFIX, Connector, load_connectors
 from instances.models import Instance
+from instances.outbox import record_item_change, resume_instance
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +161,6 @@ def note_activity(instance: Instance) -> None:
 def poll_instance(instance_id: int, *, now: datetime | None = None) -> int:
     """Poll one instance now; returns the number of changed items recorded. ``now`` is for simulations
     (bench/bench_polling.py): the times the poll records."""
-    from replicas.outbox import record_item_change, resume_instance
-
     # A lease, so two workers do not poll one instance at once. It is short and renewed before each page:
     # a worker killed while polling holds the instance for at most POLL_LEASE_SECONDS, not until some
     # long timeout (a 5-minute lease once stopped a Redmine instance's polling that long after a SIGKILL).

@@ -36,6 +36,7 @@ from django.views.decorators.http import require_POST
 from exalate_node.parsers import JSONRefused, load_json
 from instances.connectors import ConnectorError, get_connector
 from instances.models import Instance
+from instances.outbox import record_item_change
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ def intake(request: HttpRequest, tracker: str, uid: str) -> JsonResponse:
             400, "too_many_items", f"The delivery names {len(refs)} items; at most {MAX_ITEMS} are read."
         )
     for ref in refs:
-        from replicas.outbox import record_item_change
-
         with transaction.atomic():
             record_item_change(
                 instance_id=instance.pk,

@@ -61,7 +61,7 @@ class _Side:
 
 def reconcile(*, connection: Connection, repair: bool = True) -> ReconciliationReport:
     """Scan every active twin of the connection; re-send what drifted from here when ``repair``."""
-    from replicas.pipeline import _strip, queue_outgoing
+    from replicas.pipeline import comparable, queue_outgoing
 
     report = ReconciliationReport.objects.create(connection=connection)
     here = _Side(connection)
@@ -85,8 +85,8 @@ def reconcile(*, connection: Connection, repair: bool = True) -> ReconciliationR
             continue
         unsent = sorted(
             k
-            for k in set(_strip(hub)) | set(_strip(twin.local_replica))
-            if _strip(hub).get(k) != _strip(twin.local_replica).get(k)
+            for k in set(comparable(hub)) | set(comparable(twin.local_replica))
+            if comparable(hub).get(k) != comparable(twin.local_replica).get(k)
         )
         if unsent:
             report.drifted += 1
@@ -146,7 +146,7 @@ def _other_side(
 ) -> tuple[dict[str, Any], dict[str, str]] | None:
     """The other side's item as its rules would send it now, with its per-field edit times; None when
     there is nothing to compare (yet)."""
-    from replicas.pipeline import _strip, queue_outgoing
+    from replicas.pipeline import comparable, queue_outgoing
 
     if there is None:  # another node: the replica it sent last (its live item needs the peer's help)
         received = twin.remote_replica
@@ -161,7 +161,7 @@ def _other_side(
         _item, hub, times = there.live(peer_twin)
     except ConnectorError:
         return None  # reported when the other side's connection is reconciled
-    if peer_twin.local_replica is None or _strip(hub) != _strip(peer_twin.local_replica):
+    if peer_twin.local_replica is None or comparable(hub) != comparable(peer_twin.local_replica):
         # A change there that was never sent (a poll not yet run, say): it is on its way, and no drift.
         queue_outgoing(peer_twin, item_key=peer_twin.local_key)
         return None
@@ -179,13 +179,13 @@ def _differing(
 ) -> dict[str, dict[str, Any]]:
     """The fields this side's incoming rules would change if the other side's item arrived now, with both
     values and which side edited the field last ("here" or "there")."""
-    from replicas.pipeline import _annotate, _parse_time, field_time, script_context
+    from replicas.pipeline import annotate, field_time, parse_time, script_context
     from syncrules import sandbox
 
     result = sandbox.run_incoming(
         here.rules.incoming,
         replica=theirs,
-        issue=_annotate(copy.deepcopy(item), twin),
+        issue=annotate(copy.deepcopy(item), twin),
         previous={},  # every field counts as changed there
         first_sync=False,
         context=script_context(here.connection),
@@ -198,8 +198,8 @@ def _differing(
     for field in COMPARED:
         if field not in after or written_value_seen(field, after.get(field), item.get(field)):
             continue
-        mine = field_time(times, field, _parse_time(hub.get("updated")))
-        other = field_time(their_times, field, _parse_time(theirs.get("updated")))
+        mine = field_time(times, field, parse_time(hub.get("updated")))
+        other = field_time(their_times, field, parse_time(theirs.get("updated")))
         later_here = bool(mine and (other is None or mine > other or (mine == other and ties_here)))
         values[field] = {
             "here": _shown(hub.get(field)),

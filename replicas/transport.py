@@ -5,11 +5,14 @@ with the same trace id), ``ack`` an applied incoming event (the sender's twin le
 and the comment and attachment id mapping), and ``fetch_attachment`` content from the sender. A *local*
 connection delivers in-process, inside the caller's transaction; a node-to-node connection queues the
 message for the HTTP sender (``connections.transport``).
+
+This module is a port: ``connections`` sits above the pipeline and implements the node-to-node transport;
+it registers it when the app is ready (``connections.apps``), so the pipeline never imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -61,9 +64,22 @@ class LocalTransport:
         return get_connector(connection.peer.local_instance).open_attachment(remote_item_id, attachment_id)
 
 
+_remote: Callable[[], Transport] | None = None
+
+
+def register_remote_transport(factory: Callable[[], Transport]) -> None:
+    """Install the transport of node-to-node connections (``connections.transport.HttpTransport``)."""
+    global _remote
+    _remote = factory
+
+
 def transport_for(connection: Connection) -> Transport:
+    """In-process for a local connection; the registered node-to-node transport otherwise."""
     if connection.is_local:
         return LocalTransport()
-    from connections.transport import HttpTransport  # node-to-node: queued, signed, batched
-
-    return HttpTransport()
+    if _remote is None:
+        raise RuntimeError(
+            "No node-to-node transport is registered: add 'connections' to INSTALLED_APPS "
+            "(its AppConfig.ready registers it)."
+        )
+    return _remote()

@@ -1024,7 +1024,8 @@ def _make_globals(state: RunState, guards: _Guards, names: dict) -> dict:
 # running
 
 
-def _limits(context: dict | None) -> tuple[float, int, int]:
+def script_limits(context: dict | None) -> tuple[float, int, int]:
+    """A run's timeout (s), step and size limits: the defaults overridden by ``context["limits"]``."""
     limits = dict(DEFAULT_LIMITS)
     if context and isinstance(context.get("limits"), dict):
         limits.update({k: v for k, v in context["limits"].items() if v is not None})
@@ -1211,7 +1212,7 @@ def _to_plain(v: Any) -> Any:
 
 
 def _execute(compiled: CompiledScript, names: dict, state: RunState, context: dict | None, result_name: str):
-    timeout_s, max_steps, max_size = _limits(context)
+    timeout_s, max_steps, max_size = script_limits(context)
     guards = _Guards(max_size)
     budget = _Budget(compiled.filename, timeout_s, max_steps)
     glb = _make_globals(state, guards, names)

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from exalate_node.text import is_encodable, scrub, unencodable_path
-from syncrules.engine import MAX_NESTING, RunResult, ScriptError, _limits
+from syncrules.engine import MAX_NESTING, RunResult, ScriptError, script_limits
 
 __all__ = ["SandboxConfig", "SandboxPool", "get_pool", "run_incoming", "run_outgoing"]
 
@@ -630,7 +630,7 @@ def _run(request: dict[str, Any], context: dict | None, pool: SandboxPool | None
     ctx, services = _split_context(context)
     request["context"] = ctx
     request["services"] = services is not None
-    timeout_s = _limits(ctx)[0]
+    timeout_s = script_limits(ctx)[0]
     return (pool or get_pool()).run(request, services, timeout_s)
 
 

@@ -196,7 +196,7 @@ class Sandbox:
             context = request.get("context") or {}
             if request.get("services"):
                 context["services"] = _RemoteServices(self.channel)
-            self._cpu_limit(engine._limits(context)[0])
+            self._cpu_limit(engine.script_limits(context)[0])
             if direction == "outgoing":
                 result = engine.run_outgoing(source, issue=request["issue"], context=context)
                 value = result.replica

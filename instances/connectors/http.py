@@ -720,7 +720,7 @@ class HttpClient:
         ``OUTBOUND_TRACKER_DEADLINE`` plus one second per ``OUTBOUND_MIN_DOWNLOAD_RATE`` bytes, so a big file
         at a fair speed arrives while a trickle is abandoned."""
         what = action or path
-        limit = int(outbound._setting("ATTACHMENT_MAX_BYTES", 25 * 1024 * 1024))
+        limit = int(outbound.setting("ATTACHMENT_MAX_BYTES", 25 * 1024 * 1024))
         budget = outbound.Budget(outbound.tracker_deadline(), min_rate=outbound.min_download_rate())
         with outbound.deadline(budget):
             response = self.request("GET", path, stream=True, action=action)

@@ -27,6 +27,7 @@ from instances.models import (
     IssueChange,
     Project,
 )
+from instances.outbox import record_item_change
 
 EDITABLE_FIELDS = (
     "summary",
@@ -46,8 +47,6 @@ MAX_FILENAME = 200
 
 def _notify(issue: Issue, actor: str) -> None:
     """Hand the change to the sync pipeline (same transaction: the outbox row commits with the change)."""
-    from replicas.outbox import record_item_change
-
     record_item_change(
         instance_id=issue.project.instance_id, item_id=str(issue.pk), item_key=issue.key, actor=actor
     )

@@ -82,7 +82,7 @@ def two_instances(transactional_db):  # type: ignore[no-untyped-def]
     services.project_create(instance=engineering, key="ENG", name="Engineering")
     from replicas import pipeline
 
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     return support, engineering
 
 

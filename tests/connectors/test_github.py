@@ -429,7 +429,7 @@ def _desk_and_github():  # type: ignore[no-untyped-def]
     github = make_instance()
     github.save()
     to_gh, from_gh = connection_create_local(name="Desk ⇄ GitHub", instance_a=desk, instance_b=github)
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     return project, to_gh, from_gh
 
 

@@ -409,7 +409,7 @@ def _desk_and_jira():  # type: ignore[no-untyped-def]
     to_jira, from_jira = connection_create_local(
         name="Desk ⇄ Jira", instance_a=desk, instance_b=jira_instance
     )
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     return project, to_jira, from_jira
 
 

@@ -290,7 +290,7 @@ def test_an_edit_in_the_same_second_reaches_the_other_side() -> None:
         _to_gh, from_gh = connection_create_local(
             name="Desk ⇄ GitHub", instance_a=desk, instance_b=hub.instance
         )
-        pipeline._META_CACHE.clear()
+        pipeline.META_CACHE.clear()
         theirs = fake.add_issue("Keyboard missing", body="Desk 4", by="octocat")
         pipeline.exalate(connection=from_gh, key=f"octo/widgets#{theirs['number']}")
         mirrored = Issue.objects.get(project=project)

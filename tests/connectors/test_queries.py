@@ -278,7 +278,7 @@ def _pair(tracker: Instance) -> tuple[Any, Any, Any]:
     project = services.project_create(instance=desk, key="DESK", name="Desk")
     tracker.save()
     _, from_tracker = connection_create_local(name="Desk ⇄ tracker", instance_a=desk, instance_b=tracker)
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     return project, from_tracker, tracker
 
 

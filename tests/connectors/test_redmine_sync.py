@@ -64,7 +64,7 @@ def pair(redmine, redmine_project):  # type: ignore[no-untyped-def]
     for side, extra in ((side_builtin, BUILTIN_INCOMING_MAP), (side_redmine, REDMINE_INCOMING_MAP)):
         current = rules_current(side)
         rules_publish(connection=side, outgoing=current.outgoing, incoming=current.incoming + extra)
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     poll_instance(red.pk)  # start the cursor now: older issues of the project are not news
     return side_builtin, project, red
 
@@ -302,7 +302,7 @@ def test_a_field_written_by_an_attempt_that_never_heard_back_does_not_come_back(
     assert remote_side.local_replica["summary"] == "Second"  # recorded as in sync: nothing to send back
 
     # A newer summary typed here waits in the queue while a person edits the description in Redmine later.
-    monkeypatch.setattr(pipeline, "nudge", lambda twin_id: None)
+    monkeypatch.setattr(pipeline.base, "nudge", lambda twin_id: None)
     services.issue_update(issue=Issue.objects.get(pk=issue.pk), actor="anna@example.com", summary="Third")
     time.sleep(1.1)  # Redmine keeps times to the second: the description is the later edit
     change = {"issue": {"description": "Typed later in Redmine"}}

@@ -49,7 +49,7 @@ def synced_github():  # type: ignore[no-untyped-def]
         project = services.project_create(instance=desk, key="SUP", name="Support")
         gh = with_secret(test_github.make_instance())
         _a, from_gh = connection_create_local(name="Desk ⇄ GitHub", instance_a=desk, instance_b=gh)
-        pipeline._META_CACHE.clear()
+        pipeline.META_CACHE.clear()
         fake.add_issue("Keyboard missing")
         pipeline.exalate(connection=from_gh, key="octo/widgets#1")
         yield fake, gh, project
@@ -94,7 +94,7 @@ def test_jira_delivery_signed_or_with_the_secret_in_the_url() -> None:
         project = services.project_create(instance=desk, key="DESK", name="Desk")
         jira = with_secret(test_jira.make_instance())
         _a, from_jira = connection_create_local(name="Desk ⇄ Jira", instance_a=desk, instance_b=jira)
-        pipeline._META_CACHE.clear()
+        pipeline.META_CACHE.clear()
         fake.add_issue("Keyboard missing")
         pipeline.exalate(connection=from_jira, key="SUP-1")
         client = Client()

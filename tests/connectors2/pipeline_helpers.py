@@ -44,7 +44,7 @@ class Pair:
         a, b = connection_create_local(
             name=f"Support ⇄ {tracker_type}", instance_a=builtin, instance_b=tracker
         )
-        pipeline._META_CACHE.clear()
+        pipeline.META_CACHE.clear()
         return cls(builtin, project, tracker, a, b)
 
     def connector(self):  # type: ignore[no-untyped-def]

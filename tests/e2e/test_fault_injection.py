@@ -13,9 +13,10 @@ which retry across processes); the trackers here are the built-in ones, so the c
 (``instances/connectors/http.py``) is not crossed. A worker SIGKILLed while it holds a connection's delivery
 lease stops that connection's delivery for up to 90 s (``connections.tasks.LEASE``), so quiescence may
 take that long; the budget is 150 s. On SQLite, applying an incoming attachment holds the database's write
-lock while it downloads the file from the peer (``replicas.pipeline._process_incoming``); when both nodes do
-that at once each waits for the other until SQLite's 30 s busy timeout, and API writes meanwhile fail with
-500 "database is locked": the suite counts those (``api_refused_database_locked``) and makes the edit again.
+lock while it downloads the file from the peer (``replicas.pipeline.incoming.process_incoming``); when
+both nodes do that at once each waits for the other until SQLite's 30 s busy timeout, and API writes
+meanwhile fail with 500 "database is locked": the suite counts those (``api_refused_database_locked``)
+and makes the edit again.
 
 Reproduce a run with ``FAULT_SEED=<seed>`` (printed at the start and in the summary); ``FAULT_EDITS``
 sets the number of edits (default 80). The summary is printed and written to ``fault-injection.json`` in

@@ -44,5 +44,5 @@ def local_pair(transactional_db):  # type: ignore[no-untyped-def]
     a, b = connection_create_local(name="Support ⇄ Engineering", instance_a=support, instance_b=engineering)
     from replicas import pipeline
 
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     return Side(support, sup, a), Side(engineering, eng, b)

@@ -87,7 +87,7 @@ def test_both_sides_converge_without_duplicates_or_lost_edits(ops, settings):  #
     pa = services.project_create(instance=ia, key=f"A{n}", name="A")
     pb = services.project_create(instance=ib, key=f"B{n}", name="B")
     conn_a, _ = connection_create_local(name=f"c{n}", instance_a=ia, instance_b=ib)
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     item_a = services.issue_create(project=pa, actor="u@x", summary="start")
     pipeline.exalate(connection=conn_a, key=item_a.key)
     item_b = Issue.objects.get(project=pb)
@@ -226,7 +226,7 @@ def test_sides_that_name_values_differently_lose_no_edit(ops, settings):  # type
             priorities=DOMAINS[name]["priority"],
         )
     conn_a, _ = connection_create_local(name=f"m{n}", instance_a=instances["a"], instance_b=instances["b"])
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     item_a = services.issue_create(project=projects["a"], actor="u@x", summary="start")
     pipeline.exalate(connection=conn_a, key=item_a.key)
     items = {"a": item_a.pk, "b": Issue.objects.get(project=projects["b"]).pk}

@@ -109,7 +109,7 @@ def test_a_crash_before_commit_leaves_nothing_and_the_retry_creates_exactly_one(
     issue = a.create()
     services.comment_add(issue=issue, actor="anna@example.com", body="Hello")
     calls = {"n": 0}
-    original = pipeline.transport_for
+    original = pipeline.incoming.transport_for
 
     class Crash(BaseException):
         pass
@@ -128,7 +128,7 @@ def test_a_crash_before_commit_leaves_nothing_and_the_retry_creates_exactly_one(
             transport.ack = ack
         return transport
 
-    monkeypatch.setattr(pipeline, "transport_for", crashing)
+    monkeypatch.setattr(pipeline.incoming, "transport_for", crashing)
     with pytest.raises(Crash):
         _exalate(a, issue.key)
     assert not Issue.objects.filter(project=b.project).exists()

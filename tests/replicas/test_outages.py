@@ -151,17 +151,18 @@ def test_a_worker_renews_the_lease_of_a_long_event_and_a_dead_one_loses_it_in_se
     a, b = local_pair
     issue = a.create()
     twin = Twin.objects.get(pk=pipeline.exalate(connection=a.connection, key=issue.key).pk)
-    monkeypatch.setattr(pipeline, "LEASE", timedelta(seconds=0.6))
-    token = pipeline._acquire(twin.pk)
+    monkeypatch.setattr(pipeline.leases, "LEASE", timedelta(seconds=0.6))
+    token = pipeline.acquire_lease(twin.pk)
     try:
         time.sleep(1.5)  # far past the lease: the heartbeat kept renewing it, as for a slow tracker call
-        assert pipeline._acquire(twin.pk) is None, "another worker took a twin that was still being worked on"
+        taken_meanwhile = pipeline.acquire_lease(twin.pk)
+        assert taken_meanwhile is None, "another worker took a twin that was still being worked on"
     finally:
-        pipeline._heartbeat.drop(twin.pk)  # as a worker that dies: nothing renews its lease any more
+        pipeline.heartbeat.drop(twin.pk)  # as a worker that dies: nothing renews its lease any more
     time.sleep(1.0)
-    taken = pipeline._acquire(twin.pk)
+    taken = pipeline.acquire_lease(twin.pk)
     assert taken is not None, "the dead worker's lease did not run out"
-    pipeline._release(twin.pk, taken)
+    pipeline.release_lease(twin.pk, taken)
     assert token
 
 

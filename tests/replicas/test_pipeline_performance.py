@@ -68,19 +68,19 @@ def test_rules_published_between_tasks_apply_to_the_next_change(local_pair):
 
 def test_the_task_cache_expires_within_a_long_task(monkeypatch):
     loads = []
-    token = pipeline._task_cache.set({})
+    token = pipeline.task_cache.set({})
     try:
         clock = [100.0]
-        monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
-        assert pipeline._cached("k", lambda: loads.append(1) or "v1") == "v1"
-        assert pipeline._cached("k", lambda: loads.append(1) or "v2") == "v1"
+        monkeypatch.setattr(pipeline.base.time, "monotonic", lambda: clock[0])
+        assert pipeline.task_cached("k", lambda: loads.append(1) or "v1") == "v1"
+        assert pipeline.task_cached("k", lambda: loads.append(1) or "v2") == "v1"
         clock[0] += pipeline.TASK_CACHE_SECONDS + 0.1
-        assert pipeline._cached("k", lambda: loads.append(1) or "v3") == "v3"
+        assert pipeline.task_cached("k", lambda: loads.append(1) or "v3") == "v3"
     finally:
-        pipeline._task_cache.reset(token)
+        pipeline.task_cache.reset(token)
     assert len(loads) == 2
     # Outside a worker task nothing is cached.
-    assert pipeline._cached("k", lambda: "fresh") == "fresh"
+    assert pipeline.task_cached("k", lambda: "fresh") == "fresh"
 
 
 def test_a_task_stops_stealing_other_twins_after_its_budget(local_pair, monkeypatch):
@@ -90,13 +90,13 @@ def test_a_task_stops_stealing_other_twins_after_its_budget(local_pair, monkeypa
     twins = [pipeline.exalate(connection=a.connection, key=k, nudge_now=False).pk for k in keys]
     processed = []
     real = pipeline.process_twin
-    monkeypatch.setattr(pipeline, "process_twin", lambda t: (processed.append(t), real(t)))
-    monkeypatch.setattr(pipeline, "STEAL_SECONDS", 0.0)
+    monkeypatch.setattr(pipeline.worker, "process_twin", lambda t: (processed.append(t), real(t)))
+    monkeypatch.setattr(pipeline.worker, "STEAL_SECONDS", 0.0)
     pipeline.run_worker_task(twins[0])
     # Its own twin and what that nudged (the peer), but no other ready twin of the connection.
     assert processed[0] == twins[0]
     assert not set(processed) & set(twins[1:])
-    monkeypatch.setattr(pipeline, "STEAL_SECONDS", 60.0)
+    monkeypatch.setattr(pipeline.worker, "STEAL_SECONDS", 60.0)
     pipeline.run_worker_task(twins[1])
     assert set(twins[1:]) <= set(processed)  # with a budget, the others are taken along
     assert Issue.objects.filter(project=b.project).count() == 6
@@ -146,8 +146,8 @@ def test_ready_twins_lists_each_twin_once_oldest_first_and_sweep_is_bounded(loca
     assert pipeline.ready_twins(a.connection.pk, limit=8) == twins
     assert pipeline.ready_twins(a.connection.pk, limit=2) == twins[:2]
     nudged = []
-    monkeypatch.setattr(pipeline, "nudge", nudged.append)
-    monkeypatch.setattr(pipeline, "SWEEP_LIMIT", 2)
+    monkeypatch.setattr(pipeline.base, "nudge", nudged.append)
+    monkeypatch.setattr(pipeline.worker, "SWEEP_LIMIT", 2)
     from datetime import timedelta
 
     assert pipeline.sweep(older_than=timedelta(0)) == 2

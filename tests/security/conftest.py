@@ -59,7 +59,7 @@ def world(db, settings):  # type: ignore[no-untyped-def]
     sup = services.project_create(instance=support, key="SUP", name="Support")
     eng = services.project_create(instance=engineering, key="ENG", name="Engineering")
     a, b = connection_create_local(name="Support ⇄ Engineering", instance_a=support, instance_b=engineering)
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     issue = services.issue_create(project=sup, actor="anna@example.com", summary="Printer on fire")
     pipeline.exalate(connection=a, key=issue.key)
     pending, code = connection_initiate(name="To the far node", local_instance=support, user="alice")

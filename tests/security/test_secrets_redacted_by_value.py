@@ -181,7 +181,7 @@ def _drive(admin_user, redmine_server, peer_server, github_echo, gitlab_echo, co
         kind: connection_create_local(name=f"Support ⇄ {kind}", instance_a=builtin, instance_b=instance)
         for kind, instance in trackers.items()
     }
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     issue = services.issue_create(project=project, actor="anna@example.com", summary="Printer on fire")
     peer = Connection.objects.create(
         name="To the far node",

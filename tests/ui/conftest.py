@@ -40,7 +40,7 @@ def synced(two_trackers):  # type: ignore[no-untyped-def]
     a, b = connection_create_local(
         name="Support ⇄ Engineering", instance_a=sup.instance, instance_b=eng.instance
     )
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     issue = services.issue_create(project=sup, actor="anna@example.com", summary="Printer on fire")
     pipeline.exalate(connection=a, key=issue.key)
     services.issue_update(issue=issue, actor="anna@example.com", summary="Printer on fire, again")

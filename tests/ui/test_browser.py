@@ -335,7 +335,7 @@ def test_open_pages_show_a_sync_without_a_reload(page, two_trackers):
     a, _b = connection_create_local(
         name="Support ⇄ Engineering", instance_a=sup.instance, instance_b=eng.instance
     )
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     first = services.issue_create(project=sup, actor="anna@example.com", summary="Printer on fire")
     second = services.issue_create(project=sup, actor="anna@example.com", summary="Toner low")
 

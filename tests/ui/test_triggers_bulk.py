@@ -28,7 +28,7 @@ def pair(two_trackers):  # type: ignore[no-untyped-def]
     a, b = connection_create_local(
         name="Support ⇄ Engineering", instance_a=sup.instance, instance_b=eng.instance
     )
-    pipeline._META_CACHE.clear()
+    pipeline.META_CACHE.clear()
     return sup, eng, a, b
 
 
