@@ -66,25 +66,3 @@ def rules_publish(
         except IntegrityError:  # two publishes raced for the same number
             continue
     raise RuntimeError("Could not allocate a rules version number; try again.")
-
-
-# The admin UI (exalate_node/ui/views.py) still calls dry-run here. Dry-run runs the pipeline's script
-# context, so it lives with the pipeline (replicas.dryrun); these two names forward to it until the UI calls
-# replicas.dryrun itself. The one import from syncrules up into replicas, allowed by name in the
-# import contracts (pyproject.toml); remove both together.
-
-
-def dry_run_outgoing(*, connection: Connection, key: str, outgoing: str | None = None) -> dict[str, Any]:
-    """Deprecated: ``replicas.dryrun.dry_run_outgoing``."""
-    from replicas import dryrun
-
-    return dryrun.dry_run_outgoing(connection=connection, key=key, outgoing=outgoing)
-
-
-def dry_run_incoming(
-    *, connection: Connection, replica: dict[str, Any], key: str | None = None, incoming: str | None = None
-) -> dict[str, Any]:
-    """Deprecated: ``replicas.dryrun.dry_run_incoming``."""
-    from replicas import dryrun
-
-    return dryrun.dry_run_incoming(connection=connection, replica=replica, key=key, incoming=incoming)

@@ -33,7 +33,7 @@ from exalate_node.ui import forms
 from instances.connectors import ConnectorError
 from instances.models import Attachment, Instance, Issue, Project
 from instances.tracker import services as tracker
-from replicas import bulk, pipeline, reconcile, selectors, triggers
+from replicas import bulk, dryrun, pipeline, reconcile, selectors, triggers
 from replicas.models import BulkJob, ReconciliationReport, SyncError, SyncEvent, Trigger, Twin
 from syncrules import services as rules
 from syncrules.models import RulesVersion
@@ -864,7 +864,7 @@ def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | 
         return None
     try:
         if direction == "outgoing":
-            result = rules.dry_run_outgoing(connection=connection, key=key, outgoing=data["outgoing"])
+            result = dryrun.dry_run_outgoing(connection=connection, key=key, outgoing=data["outgoing"])
             if _unencodable_result(form, result):
                 return None
             return {
@@ -876,7 +876,7 @@ def _dry_run(connection: Connection, form: forms.RulesForm) -> dict[str, Any] | 
         replica = _dry_run_replica(connection, key, data["dry_replica"], form)
         if replica is None:
             return None
-        result = rules.dry_run_incoming(
+        result = dryrun.dry_run_incoming(
             connection=connection, replica=replica, key=key or None, incoming=data["incoming"]
         )
         if _unencodable_result(form, result):
