@@ -41,6 +41,7 @@ urlpatterns = [
     path("activity/", views.activity, name="activity"),
     path("activity/data/", views.activity_data, name="activity_data"),
     path("errors/", views.error_list, name="errors"),
+    path("errors/test-alert/", views.alerts_test, name="alerts_test"),
     path("errors/<int:pk>/resolve/", views.error_resolve, name="error_resolve"),
     path("errors/<int:pk>/retry/", views.error_retry, name="error_retry"),
     path("tracker/", views.tracker_list, name="tracker"),

@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from connections import alerts
 from connections import services as connection_services
 from connections.models import Connection
 from connections.rotation import RotationError, key_fingerprint, rotate_key
@@ -708,8 +709,30 @@ def error_list(request: HttpRequest) -> HttpResponse:
         "show": show,
         "groups": groups,
         "total": sum(len(g["errors"]) for g in groups),
+        "alert_destinations": sorted(d.describe() for d in alerts.routes()),
     }
     return _page(request, "ui/errors.html", context)
+
+
+@staff_member_required
+@require_POST
+def alerts_test(request: HttpRequest) -> HttpResponse:
+    """Send a test alert to every destination now, and say which got it."""
+    results = alerts.send_test()
+    if not results:
+        messages.warning(
+            request,
+            "No alert destination is set: set ALERT_EMAILS or ALERT_WEBHOOK_URL on the node (see "
+            "docs/deployment.md), or a connection's alerts.",
+        )
+    for destination, outcome in results:
+        if outcome == "sent":
+            messages.success(request, f"Test alert sent: {destination}.")
+        else:
+            messages.error(
+                request, f"Test alert to {destination} {outcome}. Check the address and the server."
+            )
+    return _back(request, reverse("ui:errors"))
 
 
 @staff_member_required

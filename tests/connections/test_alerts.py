@@ -254,3 +254,22 @@ def test_production_refuses_alert_emails_without_a_mail_server(tmp_path) -> None
     result = _check(env, tmp_path)
     assert result.returncode != 0 and "ALERT_EMAILS is set but EMAIL_URL is not" in result.stderr
     assert _check({**env, "EMAIL_URL": "smtp://mail.example.com:25"}, tmp_path).returncode == 0
+
+
+def test_an_admin_sends_a_test_alert_from_the_errors_page(client, admin_user, settings) -> None:  # type: ignore[no-untyped-def]
+    from django.core import mail
+
+    client.force_login(admin_user)
+    settings.ALERT_EMAILS, settings.ALERT_WEBHOOK_URL = [], ""
+    page = client.get("/ui/errors/")
+    assert "No destination is set" in page.content.decode()
+    answer = client.post("/ui/errors/test-alert/", follow=True)
+    assert "No alert destination is set" in answer.content.decode()
+
+    settings.ALERT_EMAILS = ["ops@example.com"]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert "They go to: e-mail to ops@example.com." in client.get("/ui/errors/").content.decode()
+    answer = client.post("/ui/errors/test-alert/", {"next": "/ui/errors/"}, follow=True)
+    assert "Test alert sent: e-mail to ops@example.com." in answer.content.decode()
+    assert [m.to for m in mail.outbox] == [["ops@example.com"]] and "Test alert" in mail.outbox[0].subject
+    assert client.get("/ui/errors/test-alert/").status_code == 405  # a test alert is sent by POST only
