@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from connections.messages import MessageRejected, apply_messages, validate_messages
@@ -360,9 +360,11 @@ def sweep() -> int:
         .exclude(private_mode=True, remote_node_url="")
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .filter(Q(delivery_until__isnull=True) | Q(delivery_until__lt=now))
-        .filter(outbox__delivered_at__isnull=True)
+        # Only connections with a message still to deliver. (A join with ``outbox__delivered_at__isnull``
+        # also matched connections with no message at all, local ones included: an idle node queued a
+        # delivery task per connection on every sweep, every 2 s.)
+        .filter(Exists(OutboundMessage.objects.filter(connection=OuterRef("pk"), delivered_at__isnull=True)))
         .values_list("pk", flat=True)
-        .distinct()
     )
     for pk in pushing:
         enqueue("connections.tasks.deliver", pk, group=f"deliver-{pk}")

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 import requests
+from django.utils import timezone
 
 from connections import signing, tasks
 from connections.models import Connection, OutboundMessage, SeenNonce
@@ -476,6 +477,9 @@ def test_backoff_is_capped_with_full_jitter(settings):
 
 def test_sweep_renudges_due_delivery(connected, wire):
     a, b = connected
+    OutboundMessage.objects.update(delivered_at=timezone.now())
+    # Nothing to deliver: an idle node's sweep queues no task (it queued one per connection every 2 s).
+    assert tasks.sweep() == 0
     wire.down = True
     OutboundMessage.objects.create(
         connection=a, kind="status", payload={"type": "status", "status": "active"}
