@@ -97,6 +97,20 @@ def env_list(var: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_networks(var: str, example: str) -> list[str]:
+    """Comma-separated networks (CIDRs); one that is not a network is an error naming it."""
+    networks = env_list(var, [])
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{var} holds {network!r}, which is not a network. Write networks as CIDRs, comma-separated, "
+                f"e.g. {example}."
+            ) from None
+    return networks
+
+
 def env_or_file(var: str) -> str | None:
     """VAR, or the contents of the file named by VAR_FILE (Docker/systemd secrets), or None."""
     value = _raw(var)
@@ -305,28 +319,12 @@ OUTBOUND_MAX_ANSWER_BYTES: int = env_int("OUTBOUND_MAX_ANSWER_BYTES", 32 * 1024 
 # resolved address, at connect time). Off by default so local demos work; networks listed in
 # OUTBOUND_ALLOWED_NETWORKS (CIDRs, comma-separated) stay reachable.
 OUTBOUND_REFUSE_PRIVATE_ADDRESSES: bool = env_bool("OUTBOUND_REFUSE_PRIVATE_ADDRESSES", False)
-OUTBOUND_ALLOWED_NETWORKS: list[str] = env_list("OUTBOUND_ALLOWED_NETWORKS", [])
-for _network in OUTBOUND_ALLOWED_NETWORKS:
-    try:
-        ipaddress.ip_network(_network, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"OUTBOUND_ALLOWED_NETWORKS holds {_network!r}, which is not a network. Write networks as CIDRs, "
-            "comma-separated, e.g. 10.1.2.0/24,fd00::/8."
-        ) from None
+OUTBOUND_ALLOWED_NETWORKS: list[str] = env_networks("OUTBOUND_ALLOWED_NETWORKS", "10.1.2.0/24,fd00::/8")
 
 # /metrics (Prometheus text format) is off unless one of these is set: a bearer token scrapers send
 # (METRICS_TOKEN or METRICS_TOKEN_FILE), and/or the networks (CIDRs) allowed to scrape without one.
 METRICS_TOKEN: str = env_or_file("METRICS_TOKEN") or ""
-METRICS_ALLOWED_NETWORKS: list[str] = env_list("METRICS_ALLOWED_NETWORKS", [])
-for _network in METRICS_ALLOWED_NETWORKS:
-    try:
-        ipaddress.ip_network(_network, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"METRICS_ALLOWED_NETWORKS holds {_network!r}, which is not a network. Write networks as CIDRs, "
-            "comma-separated, e.g. 10.1.2.0/24,127.0.0.1/32."
-        ) from None
+METRICS_ALLOWED_NETWORKS: list[str] = env_networks("METRICS_ALLOWED_NETWORKS", "10.1.2.0/24,127.0.0.1/32")
 
 # Alerts (connections/alerts.py): errors opened and cleared, as digests, by e-mail and/or an incoming webhook.
 # Per connection these can be overridden (Connection.alert_emails / alert_webhook_url).
