@@ -70,9 +70,20 @@ comment_helper.merge_comments(issue, replica)
 attachment_helper.merge_attachments(issue, replica)
 """
 
+# A tracker other than the built-in one writes every synced comment as the node's own account: the default
+# rules say who wrote it at the start of the text ("[Anna <anna@example.com>] ...").
+COMMENT_AUTHORS_IN_TEXT = (
+    "comment_helper.merge_comments(issue, replica)",
+    "# The tracker shows the node as the author: say who wrote the comment, at the start of its text.\n"
+    "comment_helper.merge_comments(issue, replica, author_prefix=True)",
+)
+
 
 def default_rules(tracker_type: str) -> tuple[str, str]:
-    """Return ``(outgoing, incoming)`` default scripts for a tracker type (same for all for now)."""
+    """Return ``(outgoing, incoming)`` default scripts for a tracker type: the same for all, except that a
+    tracker which cannot store a comment's author gets it written into the comment's text."""
     if tracker_type not in TRACKER_TYPES:
         raise ValueError(f"unknown tracker type {tracker_type!r}; expected one of {', '.join(TRACKER_TYPES)}")
-    return DEFAULT_OUTGOING, DEFAULT_INCOMING
+    if tracker_type == "builtin":
+        return DEFAULT_OUTGOING, DEFAULT_INCOMING  # it stores each comment's author
+    return DEFAULT_OUTGOING, DEFAULT_INCOMING.replace(*COMMENT_AUTHORS_IN_TEXT)

@@ -1098,8 +1098,14 @@ def _issue_page(request: HttpRequest, issue: Issue, **forms_: Any) -> HttpRespon
     comments, changes = list(issue.comments.all()), list(issue.changes.all()[:20])
     people = _people({issue.updated_by, *(c.author for c in comments), *(ch.actor for ch in changes)} - {""})
     issue.updated_by_label = people.get(issue.updated_by, issue.updated_by)  # type: ignore[attr-defined]
+    people.update(_people({c.updated_by for c in comments} - {""}))
     for comment in comments:
-        comment.author_label = people.get(comment.author, comment.author)  # type: ignore[attr-defined]
+        label = people.get(comment.author, comment.author)
+        via = people.get(comment.updated_by) if comment.updated_by != comment.author else None
+        if via and comment.updated_by.startswith(NODE_ACTOR):
+            # A person's comment the sync wrote here: who wrote it, and through which connection.
+            label = f"{label} · {via[0].lower()}{via[1:]}"
+        comment.author_label = label  # type: ignore[attr-defined]
     for change in changes:
         change.actor_label = people.get(change.actor, change.actor)  # type: ignore[attr-defined]
     context = {

@@ -56,7 +56,7 @@ def apply_comments(
             twin.local_id,
             body=comment.get("body") or "",
             internal=bool(comment.get("internal")),
-            author=((comment.get("author") or {}).get("email") or ""),
+            author=_author(comment.get("author")),
         )
         wrote.entries["comments"].add(str(new_id))
         if remote_id:
@@ -68,6 +68,14 @@ def apply_comments(
         connector.delete_comment(twin.local_id, cid)
         wrote.removed["comments"].add(str(cid))
         twin.links.filter(kind=EntityLink.Kind.COMMENT, local_id=cid).delete()
+
+
+def _author(person: Any) -> str:
+    """Who wrote a comment, for a tracker that stores it: the e-mail, else the name (trackers that hide
+    e-mails, such as Redmine's journals, still name the person)."""
+    if not isinstance(person, dict):
+        return ""
+    return str(person.get("email") or person.get("displayName") or "")[:200]
 
 
 def fetch_attachments(

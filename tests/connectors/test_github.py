@@ -454,7 +454,7 @@ def test_sync_with_the_builtin_tracker_both_ways(fake: FakeGitHub) -> None:
     pipeline.exalate(connection=to_gh, key=issue.key)
     [copy] = fake.issues.values()
     assert (copy["title"], copy["body"], copy["_labels"]) == ("Printer on fire", "Since Tuesday", ["hw"])
-    assert [c["body"] for c in fake.comments.values()] == ["Seen twice today"]
+    assert [c["body"] for c in fake.comments.values()] == ["[anna <anna@example.com>] Seen twice today"]
     services.issue_update(
         issue=issue, actor="anna@example.com", summary="Printer on fire, again", status="Closed"
     )
@@ -561,5 +561,5 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     retry_now(github_side.pk)
     github_side.refresh_from_db()
     assert github_side.state == "synchronized", list(github_side.events.values_list("status", "error"))
-    assert [c["body"] for c in fake.comments.values()] == ["Said once"]
+    assert [c["body"] for c in fake.comments.values()] == ["[anna <anna@example.com>] Said once"]
     assert [c.body for c in issue.comments.all()] == ["Said once"]  # and nothing came back

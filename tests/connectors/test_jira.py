@@ -444,7 +444,7 @@ def test_sync_with_the_builtin_tracker_both_ways(fake: FakeJira) -> None:
     )
     assert jira_connector().get_item(copy["id"])["description"] == "Since **Tuesday**\n\n- tray 1\n- tray 2"
     assert [c["body"]["content"][0]["content"][0]["text"] for c in fake.comments.values()] == [
-        "Seen twice today"
+        "[anna <anna@example.com>] Seen twice today"
     ]
     assert [(a["filename"], a["content"]) for a in fake.attachments.values()] == [("log.txt", b"trace")]
     services.issue_update(issue=issue, actor="anna@example.com", summary="Printer on fire, again")
@@ -584,5 +584,5 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     retry_now(jira_side.pk)
     jira_side.refresh_from_db()
     assert jira_side.state == "synchronized", list(jira_side.events.values_list("status", "error"))
-    assert [adf_to_text(c["body"]) for c in fake.comments.values()] == ["Said once"]
+    assert [adf_to_text(c["body"]) for c in fake.comments.values()] == ["[anna <anna@example.com>] Said once"]
     assert [c.body for c in issue.comments.all()] == ["Said once"]  # and nothing came back

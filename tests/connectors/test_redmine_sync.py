@@ -94,7 +94,10 @@ def test_builtin_and_redmine_sync_both_ways(redmine, pair):
         "Since Tuesday",
         "High",
     )
-    assert [j["notes"] for j in remote["journals"] if j.get("notes")] == ["Seen twice today"]
+    # Redmine shows the node's account as the note's author: the default rules say who wrote it (issue #23).
+    assert [j["notes"] for j in remote["journals"] if j.get("notes")] == [
+        "[anna <anna@example.com>] Seen twice today"
+    ]
     assert [a["filename"] for a in remote["attachments"]] == ["trace.log"]
 
     # Edits in the built-in tracker go to Redmine.
@@ -127,6 +130,9 @@ def test_builtin_and_redmine_sync_both_ways(redmine, pair):
     assert issue.description == "Fixed in the driver"
     assert issue.summary == "Printer on fire, again"  # untouched in Redmine: kept
     assert [c.body for c in issue.comments.order_by("id")] == ["Seen twice today", "Patch attached"]
+    # The built-in tracker keeps who wrote it in Redmine, not the node's account.
+    redmine_user = redmine.call("GET", "users/current.json").json()["user"]
+    assert issue.comments.get(body="Patch attached").author == redmine_user["mail"]
     assert sorted(a.filename for a in issue.attachments.all()) == ["fix.patch", "trace.log"]
     assert issue.attachments.get(filename="fix.patch").file.read() == b"--- a\n+++ b\n"
 
@@ -266,7 +272,9 @@ def test_a_note_and_a_file_whose_answers_were_lost_are_adopted_not_repeated(redm
         assert remote_side.state == "synchronized", remote_side.events.values_list("status", "error")
         monkeypatch.undo()
     remote = _redmine_issue(redmine, twin.remote_id)
-    assert [j["notes"] for j in remote["journals"] if j.get("notes")] == ["Said once"]
+    assert [j["notes"] for j in remote["journals"] if j.get("notes")] == [
+        "[anna <anna@example.com>] Said once"
+    ]
     assert [a["filename"] for a in remote["attachments"]] == ["once.txt"]
     # Nothing came back to the built-in side either: one comment, one file.
     assert [c.body for c in Issue.objects.get(pk=issue.pk).comments.all()] == ["Said once"]

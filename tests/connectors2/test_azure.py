@@ -348,7 +348,7 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     (item,) = server.items.values()
     wid = item["id"]
     assert item["fields"]["System.Title"] == "Printer on fire"
-    assert [c["text"] for c in server.comments[wid]] == ["Seen twice today"]
+    assert [c["text"] for c in server.comments[wid]] == ["[anna <anna@example.com>] Seen twice today"]
     (rel,) = item["relations"]
     assert server.blobs[rel["url"].split("/attachments/")[1].split("?")[0]][1] == b"trace"
     # Edit and status on the built-in side reach Azure DevOps.
@@ -477,5 +477,5 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     assert not server.lose, "the comment was not sent"
     assert twin.events.filter(status="pending").exists()
     retry_now(twin.pk)
-    assert [c["text"] for c in server.comments[item["id"]]] == ["Said once"]
+    assert [c["text"] for c in server.comments[item["id"]]] == ["[anna <anna@example.com>] Said once"]
     pair.assert_settled()

@@ -272,7 +272,7 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     iid = gl["iid"]
     assert gl["title"] == "Printer on fire"
     bodies = [n["body"] for n in server.notes[iid]]
-    assert bodies[0] == "Seen twice today" and bodies[1].startswith("📎 [log.txt]")
+    assert bodies[0] == "[anna <anna@example.com>] Seen twice today" and bodies[1].startswith("📎 [log.txt]")
     assert [data for _, data in server.uploads.values()] == [b"trace"]
     pair.edit_builtin(issue, summary="Printer on fire, again", status="In Progress")
     assert gl["title"] == "Printer on fire, again" and "status::In Progress" in gl["labels"]
@@ -379,5 +379,5 @@ def test_a_create_and_a_note_whose_answers_were_lost_are_adopted_not_repeated(se
     assert not server.lose, "the note was not sent"
     assert twin.events.filter(status="pending").exists()
     retry_now(twin.pk)
-    assert [n["body"] for n in server.notes[gl["iid"]]] == ["Said once"]
+    assert [n["body"] for n in server.notes[gl["iid"]]] == ["[anna <anna@example.com>] Said once"]
     pair.assert_settled()

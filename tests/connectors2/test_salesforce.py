@@ -250,7 +250,9 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     (case,) = server.db["Case"].values()
     cid = case["Id"]
     assert case["Subject"] == "Printer on fire"
-    assert [c["CommentBody"] for c in server.db["CaseComment"].values()] == ["Seen twice today"]
+    assert [c["CommentBody"] for c in server.db["CaseComment"].values()] == [
+        "[anna <anna@example.com>] Seen twice today"
+    ]
     assert list(server.blobs.values()) == [b"trace"]
     pair.edit_builtin(issue, summary="Printer on fire, again", status="Working")
     assert (case["Subject"], case["Status"]) == ("Printer on fire, again", "Working")
@@ -350,5 +352,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     assert not server.lose, "the comment was not sent"
     assert twin.events.filter(status="pending").exists()
     retry_now(twin.pk)
-    assert [c["CommentBody"] for c in server.db["CaseComment"].values()] == ["Said once"]
+    assert [c["CommentBody"] for c in server.db["CaseComment"].values()] == [
+        "[anna <anna@example.com>] Said once"
+    ]
     pair.assert_settled()

@@ -260,7 +260,9 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     (row,) = server.tables["incident"].values()
     rid = row["sys_id"]
     assert row["short_description"] == "Printer on fire"
-    assert [j["value"] for j in server.tables["sys_journal_field"].values()] == ["Seen twice today"]
+    assert [j["value"] for j in server.tables["sys_journal_field"].values()] == [
+        "[anna <anna@example.com>] Seen twice today"
+    ]
     assert [m["file_name"] for m, _ in server.attachments.values()] == ["log.txt"]
     pair.edit_builtin(issue, summary="Printer on fire, again", status="Resolved")
     assert (row["short_description"], row["state"], row["close_code"]) == (
@@ -369,5 +371,7 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     assert not server.lose, "the comment was not sent"
     assert twin.events.filter(status="pending").exists()
     retry_now(twin.pk)
-    assert [j["value"] for j in server.tables["sys_journal_field"].values()] == ["Said once"]
+    assert [j["value"] for j in server.tables["sys_journal_field"].values()] == [
+        "[anna <anna@example.com>] Said once"
+    ]
     pair.assert_settled()

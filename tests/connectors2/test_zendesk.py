@@ -293,7 +293,7 @@ def test_sync_both_ways_through_the_pipeline(server):  # type: ignore[no-untyped
     (ticket,) = server.tickets.values()
     tid = ticket["id"]
     assert ticket["subject"] == "Printer on fire"
-    assert [c["body"] for c in server.comments[tid]][1] == "Seen twice today"
+    assert [c["body"] for c in server.comments[tid]][1] == "[anna <anna@example.com>] Seen twice today"
     assert [a["file_name"] for c in server.comments[tid] for a in c["attachments"]] == ["log.txt"]
     pair.edit_builtin(issue, summary="Printer on fire, again", status="Solved")
     assert (ticket["subject"], ticket["status"]) == ("Printer on fire, again", "solved")
@@ -426,6 +426,8 @@ def test_a_create_and_a_comment_whose_answers_were_lost_are_adopted_not_repeated
     assert not server.lose, "the comment was not sent"
     assert twin.events.filter(status="pending").exists()
     retry_now(twin.pk)
-    assert [c["body"] for c in server.comments[ticket["id"]]].count("Said once") == 1
+    assert [c["body"] for c in server.comments[ticket["id"]]].count(
+        "[anna <anna@example.com>] Said once"
+    ) == 1
     assert len(server.comments[ticket["id"]]) == 2  # the description and the comment
     pair.assert_settled()

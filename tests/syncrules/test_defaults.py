@@ -71,8 +71,13 @@ def incoming(replica, issue, previous, first_sync, context=CONTEXT):
 
 
 def test_default_rules_for_every_tracker_type():
+    from syncrules.defaults import COMMENT_AUTHORS_IN_TEXT
+
+    assert default_rules("builtin") == (DEFAULT_OUTGOING, DEFAULT_INCOMING)
     for tracker in TRACKER_TYPES:
-        assert default_rules(tracker) == (DEFAULT_OUTGOING, DEFAULT_INCOMING)
+        outgoing, incoming = default_rules(tracker)
+        assert outgoing == DEFAULT_OUTGOING
+        assert incoming.replace(COMMENT_AUTHORS_IN_TEXT[1], COMMENT_AUTHORS_IN_TEXT[0]) == DEFAULT_INCOMING
     with pytest.raises(ValueError):
         default_rules("notion")
 
@@ -193,3 +198,13 @@ def test_defaults_run_without_context():
     replica = outgoing()
     issue = incoming(replica, {}, None, True, context=None)
     assert issue["status"] == {"name": "Open"} and issue["assignee"] is None
+
+
+def test_trackers_that_cannot_store_a_comments_author_get_it_in_the_text() -> None:
+    from syncrules.defaults import TRACKER_TYPES, default_rules
+
+    assert "author_prefix=True" not in default_rules("builtin")[1]  # it stores the author
+    for tracker in set(TRACKER_TYPES) - {"builtin"}:
+        assert (
+            "comment_helper.merge_comments(issue, replica, author_prefix=True)" in default_rules(tracker)[1]
+        )

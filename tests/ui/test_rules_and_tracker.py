@@ -127,3 +127,16 @@ def test_changes_the_node_made_name_the_sync_not_the_machine_account(staff, sync
     assert f'by <span title="{copy.updated_by}">{label}</span>' in body  # "Updated by" and History
     assert body.count(label) >= 2
     assert f">{copy.updated_by}<" not in body  # the machine name only in a tooltip
+
+
+def test_a_synced_comment_says_who_wrote_it_and_through_which_connection(staff, synced):
+    # Issue #23, item 5: synced comments showed the node's id as their author.
+    a, b, issue = synced
+    from instances.tracker.services import comment_add
+
+    comment_add(issue=issue, actor="anna@example.com", body="The toner is out")
+    copy = Issue.objects.get(project__instance=b.local_instance)
+    comment = copy.comments.get(body="The toner is out")
+    assert comment.author == "anna@example.com" and comment.updated_by.startswith("exalate-node:")
+    body = staff.get(reverse("ui:issue", args=[copy.key])).content.decode()
+    assert f"anna@example.com · sync from {b.remote_instance.name} via “{b.name}”" in body
