@@ -142,6 +142,11 @@ class SyncEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    latency = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="Outgoing: from queued here to the peer's acknowledgement.",
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -151,3 +151,22 @@ def test_heartbeat_ages(settings) -> None:  # type: ignore[no-untyped-def]
     Heartbeat.objects.create(role="worker", beat_at=timezone.now() - timedelta(seconds=90), host="w1")
     age = value(scrape(), "exalate_heartbeat_age_seconds", role="worker")
     assert 90 <= age < 120
+
+
+def test_events_acknowledged_before_the_latency_column_get_it_from_their_times(local_pair) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    import importlib
+    from datetime import timedelta
+
+    from django.apps import apps
+
+    from replicas.models import SyncEvent
+
+    a, _ = local_pair
+    pipeline.exalate(connection=a.connection, key=a.create("old").key)
+    event = SyncEvent.objects.get(direction="out", status="done")
+    assert event.latency is not None and event.latency >= timedelta(0)  # recorded by the ack
+    SyncEvent.objects.filter(pk=event.pk).update(
+        latency=None, processed_at=event.created_at + timedelta(seconds=3)
+    )
+    importlib.import_module("replicas.migrations.0008_event_latency").backfill(apps, None)
+    assert SyncEvent.objects.get(pk=event.pk).latency == timedelta(seconds=3)
